@@ -1,0 +1,31 @@
+"""Shared pytest fixtures: paths to ../shared/fixtures (skipped cleanly where absent)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+TEST_FIXTURES = REPO_ROOT / "tests" / "fixtures"
+SHARED_FIXTURES = pathlib.Path(
+    os.environ.get("PROMPT_TUNING_SHARED_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
+
+
+def shared_fixture(relative: str) -> pathlib.Path:
+  """Path of a file under ../shared/fixtures; skips the calling test if it is absent."""
+  path = SHARED_FIXTURES / relative
+  if not path.exists():
+    pytest.skip(f"shared fixture {path} is not available")
+  return path
+
+
+@pytest.fixture
+def t5x_tiny_checkpoint() -> pathlib.Path:
+  return shared_fixture("t5x_tiny_checkpoint_3")
+
+
+@pytest.fixture
+def t5_vocab_path() -> pathlib.Path:
+  return shared_fixture("t5_sentencepiece.model")
