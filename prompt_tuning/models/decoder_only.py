@@ -1,0 +1,74 @@
+"""Decoder-only language model of the T5 layer family (T5X "decoder-only", prefix-LM capable)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from prompt_tuning.models.attention import attention_mask, causal_mask
+from prompt_tuning.models.config import T5Config
+from prompt_tuning.models.transformer import Decoder, DecoderCache
+
+
+def prefix_lm_mask(valid_BS: jax.Array,
+                   decoder_causal_attention_BS: Optional[jax.Array] = None) -> jax.Array:
+  """Mask [batch, 1, S, S]: causal, plus full attention among inputs-prefix positions.
+
+  `decoder_causal_attention_BS` is T5X's feature: 1 on the inputs (visible prefix) positions.
+  """
+  length = valid_BS.shape[1]
+  positions = jnp.arange(length)
+  mask = causal_mask(positions, positions)
+  if decoder_causal_attention_BS is not None:
+    prefix_BS = decoder_causal_attention_BS > 0
+    mask = mask | (prefix_BS[:, None, :, None] & prefix_BS[:, None, None, :])
+  return mask & attention_mask(valid_BS, valid_BS)
+
+
+class DecoderOnly(nn.Module):
+  """Decoder-only LM. Parameters under `decoder/` (incl. `decoder/token_embedder/embedding`)."""
+
+  config: T5Config
+
+  def setup(self):
+    self.decoder = Decoder(self.config, shared_embedding=None, cross_attention=False)
+
+  def embed(self, tokens_BS: jax.Array) -> jax.Array:
+    """Token ids [batch, S] -> embeddings [batch, S, embed]."""
+    return self.decoder.embed(tokens_BS)
+
+  def decode_embedded(self, embedded_BSD: jax.Array, valid_BS: jax.Array,
+                      decoder_causal_attention: Optional[jax.Array] = None,
+                      enable_dropout: bool = False) -> jax.Array:
+    """Full pass over embeddings [batch, S, embed] -> logits [batch, S, vocab]."""
+    mask = prefix_lm_mask(valid_BS, decoder_causal_attention)
+    return self.decoder(embedded_BSD, mask, deterministic=not enable_dropout)
+
+  def __call__(self,
+               decoder_input_tokens: jax.Array,
+               decoder_target_tokens: Optional[jax.Array] = None,
+               decoder_causal_attention: Optional[jax.Array] = None,
+               enable_dropout: bool = False) -> jax.Array:
+    """T5X decoder-only signature: tokens [batch, S] -> logits [batch, S, vocab].
+
+    Padding comes from `decoder_target_tokens > 0` when given (T5X), else from the inputs
+    (token 0 at position 0 is the start token and stays valid).
+    """
+    if decoder_target_tokens is not None:
+      valid_BS = decoder_target_tokens > 0
+    else:
+      valid_BS = (decoder_input_tokens > 0).at[:, 0].set(True)
+    return self.decode_embedded(self.embed(decoder_input_tokens), valid_BS,
+                                decoder_causal_attention, enable_dropout)
+
+  def init_decode_cache(self, batch: int, max_decode_length: int) -> DecoderCache:
+    """Empty decoding state for `max_decode_length` positions (prompt + generated)."""
+    return self.decoder.init_cache(batch, max_decode_length)
+
+  def decode_step(self, tokens_BQ: jax.Array, cache: DecoderCache, index: jax.Array | int,
+                  valid_BQ: Optional[jax.Array] = None) -> tuple[jax.Array, DecoderCache]:
+    """Feeds tokens at positions index.. (prefill or one step) -> (logits [B, Q, V], cache)."""
+    return self.decoder.decode_step(self.embed(tokens_BQ), cache, index, valid_BQ)

@@ -1,0 +1,98 @@
+"""T5 encoder-decoder (T5 1.0, T5 1.1, mT5) with T5X's call signature and decoding seams."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from prompt_tuning.models.attention import attention_mask, causal_mask
+from prompt_tuning.models.config import T5Config
+from prompt_tuning.models.layers import Embed
+from prompt_tuning.models.transformer import Decoder, DecoderCache, Encoder
+
+
+def decoder_self_mask(decoder_target_tokens_BS: Optional[jax.Array], length: int) -> jax.Array:
+  """T5X decoder mask [batch|1, 1, S, S]: causal, and padding from the targets when given."""
+  positions = jnp.arange(length)
+  mask = causal_mask(positions, positions)
+  if decoder_target_tokens_BS is not None:
+    valid_BS = decoder_target_tokens_BS > 0
+    mask = mask & attention_mask(valid_BS, valid_BS)
+  return mask
+
+
+class EncoderDecoder(nn.Module):
+  """T5 encoder-decoder. Parameters: `token_embedder`, `encoder/...`, `decoder/...`.
+
+  Seams for prompt methods: `embed`, `encode_embedded`, `decode_embedded`, and cached decoding
+  through `init_decode_cache` + `decode_step`.
+  """
+
+  config: T5Config
+
+  def setup(self):
+    config = self.config
+    self.token_embedder = Embed(config.vocab_size, config.emb_dim, config.activation_dtype)
+    self.encoder = Encoder(config)
+    self.decoder = Decoder(config, shared_embedding=self.token_embedder)
+
+  def embed(self, tokens_BT: jax.Array) -> jax.Array:
+    """Token ids [batch, T] -> embeddings [batch, T, embed]."""
+    return self.token_embedder(tokens_BT)
+
+  def encode_embedded(self, embedded_BTD: jax.Array, mask_BT: jax.Array,
+                      enable_dropout: bool = False, **encoder_kwargs) -> jax.Array:
+    """Encodes embeddings [batch, T, embed] whose valid positions are `mask_BT` (1 = real)."""
+    return self.encoder(embedded_BTD, mask_BT, deterministic=not enable_dropout, **encoder_kwargs)
+
+  def encode(self, encoder_input_tokens: jax.Array, enable_dropout: bool = False) -> jax.Array:
+    """Token ids [batch, T] (0 = padding) -> encoded [batch, T, embed]."""
+    return self.encode_embedded(self.embed(encoder_input_tokens), encoder_input_tokens > 0,
+                                enable_dropout)
+
+  def decode_embedded(self, encoded_BTD: jax.Array, encoder_mask_BT: jax.Array,
+                      decoder_embedded_BSD: jax.Array,
+                      decoder_target_tokens: Optional[jax.Array] = None,
+                      enable_dropout: bool = False) -> jax.Array:
+    """Teacher-forced decoder pass over embedded decoder inputs -> logits [batch, S, vocab]."""
+    length = decoder_embedded_BSD.shape[1]
+    self_mask = decoder_self_mask(decoder_target_tokens, length)
+    encoder_valid_BT = encoder_mask_BT > 0
+    if decoder_target_tokens is None:
+      query_valid_BS = jnp.ones(decoder_embedded_BSD.shape[:2], bool)
+    else:
+      query_valid_BS = decoder_target_tokens > 0
+    cross_mask = attention_mask(query_valid_BS, encoder_valid_BT)
+    return self.decoder(decoder_embedded_BSD, self_mask, encoded_BTD, cross_mask,
+                        deterministic=not enable_dropout)
+
+  def decode(self, encoded_BTD: jax.Array, encoder_mask_BT: jax.Array,
+             decoder_input_tokens: jax.Array, decoder_target_tokens: Optional[jax.Array] = None,
+             enable_dropout: bool = False) -> jax.Array:
+    """Teacher-forced decoder pass over token ids [batch, S] -> logits [batch, S, vocab]."""
+    return self.decode_embedded(encoded_BTD, encoder_mask_BT, self.embed(decoder_input_tokens),
+                                decoder_target_tokens, enable_dropout)
+
+  def __call__(self,
+               encoder_input_tokens: jax.Array,
+               decoder_input_tokens: jax.Array,
+               decoder_target_tokens: Optional[jax.Array] = None,
+               enable_dropout: bool = False) -> jax.Array:
+    """T5X signature: tokens [batch, T], [batch, S], targets [batch, S] | None -> logits [B, S, V]."""
+    encoded_BTD = self.encode(encoder_input_tokens, enable_dropout)
+    return self.decode(encoded_BTD, encoder_input_tokens > 0, decoder_input_tokens,
+                       decoder_target_tokens, enable_dropout)
+
+  def init_decode_cache(self, encoded_BTD: jax.Array, encoder_mask_BT: jax.Array,
+                        max_decode_length: int) -> DecoderCache:
+    """Decoding state for `max_decode_length` steps; cross keys/values computed here once."""
+    return self.decoder.init_cache(encoded_BTD.shape[0], max_decode_length, encoded_BTD,
+                                   encoder_mask_BT > 0)
+
+  def decode_step(self, tokens_BQ: jax.Array, cache: DecoderCache,
+                  index: jax.Array | int) -> tuple[jax.Array, DecoderCache]:
+    """Feeds decoder tokens at positions index.. -> (logits [batch, Q, vocab], new cache)."""
+    return self.decoder.decode_step(self.embed(tokens_BQ), cache, index)
