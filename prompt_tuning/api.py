@@ -1,0 +1,210 @@
+"""`load_model`: the Python entry point that builds a model from gin files and restores weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prompt_tuning import checkpoints
+from prompt_tuning.models import T5Config, build_model
+from prompt_tuning.train import decoding
+
+DECODER_START_TOKEN = 0
+EOS_ID = 1
+
+
+def init_params(module: nn.Module, config: T5Config, rng: jax.Array) -> dict:
+  """Random parameters (float32, unboxed) for `module`."""
+  return nn.unbox(module.init(rng, *_dummy_inputs(config))["params"])
+
+
+def param_shapes(module: nn.Module, config: T5Config) -> dict:
+  """Parameter tree of `jax.ShapeDtypeStruct`s, with no allocation."""
+  return jax.eval_shape(lambda: init_params(module, config, jax.random.PRNGKey(0)))
+
+
+def param_axes(module: nn.Module, config: T5Config) -> dict:
+  """Tree of logical axis-name tuples, one per parameter."""
+  boxed = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *_dummy_inputs(config)))
+  return jax.tree_util.tree_map(lambda box: tuple(box.names), boxed["params"],
+                                is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
+def _dummy_inputs(config: T5Config) -> tuple[jax.Array, ...]:
+  tokens = jnp.ones((1, 1), jnp.int32)
+  if config.architecture == "decoder_only":
+    return (tokens,)
+  return (tokens, tokens)
+
+
+@dataclasses.dataclass
+class LoadedModel:
+  """A built model with restored parameters, ready for logits and generation."""
+
+  config: T5Config
+  module: nn.Module
+  params: dict
+
+  @property
+  def is_decoder_only(self) -> bool:
+    return self.config.architecture == "decoder_only"
+
+  def logits(self, *tokens: Any, **kwargs: Any) -> jax.Array:
+    """Encoder-decoder: `logits(encoder_input_tokens [B, T], decoder_input_tokens [B, S])`;
+    decoder-only: `logits(input_tokens [B, S])` -> float32 [B, S, vocab]. Token 0 is padding.
+
+    Extra keyword arguments (e.g. `decoder_target_tokens`) go to the module's `__call__`.
+    """
+    arrays = tuple(jnp.asarray(t, jnp.int32) for t in tokens)
+    return _apply_call(self.module, self.params, arrays, **kwargs)
+
+  def generate(self,
+               inputs: Any,
+               max_decode_length: int = 32,
+               *,
+               method: str = "greedy",
+               num_beams: int = 4,
+               alpha: float = 0.6,
+               temperature: float = 1.0,
+               top_k: int = 0,
+               top_p: float = 1.0,
+               rng: Optional[jax.Array] = None,
+               eos_id: int = EOS_ID) -> np.ndarray:
+    """Generates up to `max_decode_length` tokens after `inputs` [B, T] (0 = padding).
+
+    method: "greedy", "beam" (best of `num_beams`, T5X brevity penalty `alpha`) or "sample"
+    (temperature / top-k / top-p). Returns int32 [B, max_decode_length], 0 after EOS.
+    """
+    if method not in ("greedy", "beam", "sample"):
+      raise ValueError(f"generate(method={method!r}): use 'greedy', 'beam' or 'sample'.")
+    if rng is None:
+      rng = jax.random.PRNGKey(0)
+    inputs = jnp.asarray(inputs, jnp.int32)
+    options = dict(method=method, max_decode_length=int(max_decode_length), num_beams=num_beams,
+                   alpha=float(alpha), temperature=float(temperature), top_k=int(top_k),
+                   top_p=float(top_p), eos_id=int(eos_id))
+    generate_fn = _generate_decoder_only if self.is_decoder_only else _generate_encoder_decoder
+    return np.asarray(generate_fn(self.module, self.params, inputs, rng, **options))
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _apply_call(module: nn.Module, params: dict, tokens: tuple, **kwargs) -> jax.Array:
+  return module.apply({"params": params}, *tokens, **kwargs)
+
+
+def _search(tokens_to_logits, cache, start_tokens_B, start_step, rng, *, method: str,
+            max_decode_length: int, num_beams: int, alpha: float, temperature: float,
+            top_k: int, top_p: float, eos_id: int) -> jax.Array:
+  """Runs the chosen search from `start_tokens_B` at `start_step` -> tokens [B, L]."""
+  common = dict(max_decode_len=max_decode_length, eos_id=eos_id, start_step=start_step)
+  if method == "beam":
+    output = decoding.beam_search(tokens_to_logits, cache, start_tokens_B, num_beams=num_beams,
+                                  alpha=alpha, **common)
+    return output.tokens_BKL[:, 0]
+  if method == "sample":
+    return decoding.sample_decode(tokens_to_logits, cache, start_tokens_B, rng=rng,
+                                  temperature=temperature, top_k=top_k, top_p=top_p,
+                                  **common).tokens_BL
+  return decoding.greedy_decode(tokens_to_logits, cache, start_tokens_B, **common).tokens_BL
+
+
+_STATIC = ("module", "method", "max_decode_length", "num_beams", "alpha", "temperature", "top_k",
+           "top_p", "eos_id")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _generate_encoder_decoder(module: nn.Module, params: dict, encoder_input_tokens: jax.Array,
+                              rng: jax.Array, **options) -> jax.Array:
+  """Encodes once, fills the cross-attention cache, then decodes from the start token."""
+  variables = {"params": params}
+  encoder_mask_BT = encoder_input_tokens > 0
+  encoded_BTD = module.apply(variables, encoder_input_tokens, method=module.encode)
+  cache = module.apply(variables, encoded_BTD, encoder_mask_BT, options["max_decode_length"],
+                       method=module.init_decode_cache)
+
+  def tokens_to_logits(tokens_B1, cache, step):
+    logits_B1V, cache = module.apply(variables, tokens_B1, cache, step, method=module.decode_step)
+    return logits_B1V[:, 0], cache
+
+  start_B = jnp.full((encoder_input_tokens.shape[0],), DECODER_START_TOKEN, jnp.int32)
+  return _search(tokens_to_logits, cache, start_B, 0, rng, **options)
+
+
+def left_align_padding(tokens_BT: jax.Array) -> jax.Array:
+  """Moves each row's padding (0s) to the left, keeping token order: [a b 0 0] -> [0 0 a b]."""
+  order_BT = jnp.argsort(tokens_BT > 0, axis=1, stable=True)  # pads first, then real tokens.
+  return jnp.take_along_axis(tokens_BT, order_BT, axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _generate_decoder_only(module: nn.Module, params: dict, input_tokens: jax.Array,
+                           rng: jax.Array, **options) -> jax.Array:
+  """Prefills the cache with the (left-aligned) inputs, then continues after the last one."""
+  variables = {"params": params}
+  tokens_BT = left_align_padding(input_tokens)
+  batch, length = tokens_BT.shape
+  cache = module.apply(variables, batch, length + options["max_decode_length"],
+                       method=module.init_decode_cache)
+  if length > 1:
+    prefix_BT = tokens_BT[:, :-1]
+    _, cache = module.apply(variables, prefix_BT, cache, 0, prefix_BT > 0,
+                            method=module.decode_step)
+
+  def tokens_to_logits(tokens_B1, cache, step):
+    logits_B1V, cache = module.apply(variables, tokens_B1, cache, step, method=module.decode_step)
+    return logits_B1V[:, 0], cache
+
+  return _search(tokens_to_logits, cache, tokens_BT[:, -1], length - 1, rng, **options)
+
+
+def load_model(gin_files: Sequence[str] | str = (),
+               bindings: Sequence[str] = (),
+               checkpoint: Optional[str | os.PathLike] = None,
+               *,
+               gin_search_paths: Sequence[str] = (),
+               restore_dtype: Any = None,
+               seed: int = 0) -> LoadedModel:
+  """Builds the model described by gin files (+ `NAME=VALUE` bindings) and restores weights.
+
+  Args:
+    gin_files: gin files (names relative to the search paths, e.g. "models/t5_1_1_base.gin").
+      May be empty when `checkpoint` is a Hugging Face directory: its config.json is used.
+    bindings: extra gin bindings, e.g. ("ACTIVATION_DTYPE='bfloat16'",).
+    checkpoint: T5X checkpoint directory or Hugging Face directory; None = random weights
+      (seeded by `seed`).
+    gin_search_paths: extra folders to resolve gin files from.
+    restore_dtype: dtype to read checkpoint arrays as (parameters are then cast to float32).
+  """
+  if isinstance(gin_files, (str, os.PathLike)):
+    gin_files = [os.fspath(gin_files)]
+  if gin_files:
+    config = _config_from_gin(gin_files, bindings, gin_search_paths)
+  elif checkpoint is not None and checkpoints.checkpoint_format(checkpoint) == "huggingface":
+    config = checkpoints.huggingface.config_from_hf(checkpoint)
+  else:
+    raise ValueError("load_model needs gin files describing the model (e.g. "
+                     "'models/t5_1_1_base.gin') or a Hugging Face checkpoint directory.")
+  module = build_model(config)
+  if checkpoint is None:
+    params = init_params(module, config, jax.random.PRNGKey(seed))
+  else:
+    expected = param_shapes(module, config)
+    params = checkpoints.load_params(checkpoint, expected, config, restore_dtype=restore_dtype)
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+  return LoadedModel(config=config, module=module, params=params)
+
+
+def _config_from_gin(gin_files: Sequence[str], bindings: Sequence[str],
+                     gin_search_paths: Sequence[str]) -> T5Config:
+  from prompt_tuning import gin_utils  # Local: gin is parsed only by entry points.
+  from prompt_tuning.models import config as model_config
+
+  gin_utils.parse_gin_config(gin_files, bindings, gin_search_paths)
+  return gin_utils.configured(model_config.T5Config)()

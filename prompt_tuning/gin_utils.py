@@ -1,0 +1,127 @@
+"""The one place gin is parsed: gin file search paths, T5X-style file/binding parsing, errors.
+
+Library modules never import gin; gin files bind them by dynamic registration
+(`from __gin__ import dynamic_registration`). The CLI commands and `load_model` call
+`parse_gin_config`, then `configured(fn)()` to build objects with the bound values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util  # noqa: F401  (gin's dynamic registration needs importlib.util loaded)
+import logging
+import os
+import pathlib
+import re
+from typing import Any, Callable, Iterable, Sequence
+
+import gin
+
+_PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
+
+
+class GinConfigError(ValueError):
+  """A gin file or binding that cannot be used, with the fix in the message."""
+
+
+def default_config_dir() -> pathlib.Path:
+  """The shipped `configs/` folder: inside the package when installed, else the checkout's."""
+  installed = _PACKAGE_DIR / "configs"
+  if (installed / "architectures").is_dir():
+    return installed
+  return _PACKAGE_DIR.parent / "configs"
+
+
+def search_paths(extra: Iterable[str] = ()) -> list[str]:
+  """Gin search paths in lookup order: user paths (--gin_search_paths), cwd, shipped configs."""
+  paths: list[str] = []
+  for entry in extra:
+    paths.extend(p for p in str(entry).split(",") if p)
+  paths.extend([os.getcwd(), str(default_config_dir())])
+  return list(dict.fromkeys(paths))
+
+
+def resolve_gin_file(name: str, paths: Sequence[str]) -> str:
+  """Absolute path of gin file `name` (as given, or relative to a search path)."""
+  candidates = [name] if os.path.isabs(name) else [name] + [os.path.join(p, name) for p in paths]
+  for candidate in candidates:
+    if os.path.isfile(candidate):
+      return os.path.abspath(candidate)
+  raise GinConfigError(
+      f"gin file {name!r} not found. Searched: {', '.join(paths)}. Pass a path that exists or "
+      "add its folder with --gin_search_paths.")
+
+
+_MISSING_MACRO = re.compile(r"No bindings specified for '([^'/]+)/gin\.macro'")
+_UNKNOWN_CONFIGURABLE = re.compile(r"No configurable matching '([^']+)'")
+
+
+def _explain(error: Exception) -> GinConfigError:
+  message = str(error)
+  missing = _MISSING_MACRO.search(message)
+  if missing:
+    return GinConfigError(
+        f"gin macro {missing.group(1)} is used but never set: add a gin file that sets it or "
+        f"pass --gin.{missing.group(1)}=VALUE.")
+  unknown = _UNKNOWN_CONFIGURABLE.search(message)
+  if unknown:
+    return GinConfigError(
+        f"gin binding refers to unknown configurable {unknown.group(1)!r}: check its spelling "
+        "and that the gin file imports its module.")
+  return GinConfigError(f"invalid gin configuration: {message.splitlines()[0]}")
+
+
+class _DropSearchMisses(logging.Filter):
+  """Hides gin's 'Path not found' log lines: missing files are reported by our own error."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.getMessage()).startswith("Path not found")
+
+
+@contextlib.contextmanager
+def _quiet_search_misses():
+  handler_filter = _DropSearchMisses()
+  root = logging.getLogger()
+  root.addFilter(handler_filter)
+  try:
+    yield
+  finally:
+    root.removeFilter(handler_filter)
+
+
+def parse_gin_config(gin_files: Sequence[str],
+                     bindings: Sequence[str] = (),
+                     gin_search_paths: Iterable[str] = ()) -> list[str]:
+  """Clears gin, then parses files (later wins) and `NAME=VALUE` bindings; returns file paths."""
+  gin.clear_config(clear_constants=True)
+  paths = search_paths(gin_search_paths)
+  for path in paths:
+    gin.add_config_file_search_path(path)
+  resolved = [resolve_gin_file(name, paths) for name in gin_files]
+  try:
+    with _quiet_search_misses():
+      gin.parse_config_files_and_bindings(resolved, list(bindings), finalize_config=False)
+    gin.finalize()
+  except GinConfigError:
+    raise
+  except (ValueError, KeyError, ImportError, SyntaxError, IOError) as error:
+    raise _explain(error) from error
+  return resolved
+
+
+def configured(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """`fn` with its gin-bound arguments applied (gin must have been parsed)."""
+  try:
+    return gin.get_configurable(fn)
+  except ValueError:
+    return fn
+
+
+def operative_config_str() -> str:
+  """The gin configuration as used so far (for writing into MODEL_DIR)."""
+  return gin.operative_config_str()
+
+
+def config_str() -> str:
+  """The whole parsed gin configuration."""
+  return gin.config_str()
