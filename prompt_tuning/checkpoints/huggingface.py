@@ -38,12 +38,11 @@ SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"
 TORCH_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 EMBEDDING_NAME = "shared.weight"
 LM_HEAD_NAME = "lm_head.weight"
-# Copies of `shared.weight` some writers keep, and a tensor Hugging Face itself ignores.
-_IGNORED_NAMES = (
-    "encoder.embed_tokens.weight",
-    "decoder.embed_tokens.weight",
-    "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",
-)
+# Copies of `shared.weight` some writers keep (or keep instead of it).
+_EMBEDDING_COPIES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+# Tensors that may be present and are not ours: embedding copies, and one Hugging Face ignores.
+_IGNORED_NAMES = _EMBEDDING_COPIES + (
+    "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",)
 # Hugging Face `feed_forward_proj` <-> our `mlp_activations`.
 _FEED_FORWARD = {"gated-gelu": ("gelu", "linear"), "relu": ("relu",)}
 _MODEL_TYPES = ("t5", "mt5")
@@ -77,7 +76,7 @@ def _tensor_map(config: T5Config) -> list[_Tensor]:
   out = [_Tensor("token_embedder/embedding", EMBEDDING_NAME, (v, d), False)]
 
   def attention(ours: str, theirs: str) -> Iterator[_Tensor]:
-    for our_name, hf_name in (("query", "k"), ("key", "q"), ("value", "v")):
+    for our_name, hf_name in (("query", "q"), ("key", "k"), ("value", "v")):
       yield _Tensor(f"{ours}/{our_name}/kernel", f"{theirs}.{hf_name}.weight", (d, j), True)
     yield _Tensor(f"{ours}/out/kernel", f"{theirs}.o.weight", (j, d), True)
 
@@ -217,10 +216,11 @@ class _SafetensorsReader:
   """Lazy access to the tensors of a single-file or sharded safetensors checkpoint."""
 
   def __init__(self, directory: pathlib.Path):
+    single_path = directory / SAFETENSORS_FILE
     index_path = directory / SAFETENSORS_INDEX_FILE
-    if (directory / SAFETENSORS_FILE).is_file():
-      self._files = {name: directory / SAFETENSORS_FILE for name in self._names(directory /
-                                                                                 SAFETENSORS_FILE)}
+    if single_path.is_file():
+      with safetensors.safe_open(str(single_path), framework="numpy") as f:
+        self._files = {name: single_path for name in f.keys()}
     elif index_path.is_file():
       with open(index_path, encoding="utf-8") as f:
         weight_map = json.load(f)["weight_map"]
@@ -235,11 +235,6 @@ class _SafetensorsReader:
           f"No Hugging Face weights in {directory}: expected {SAFETENSORS_FILE} or "
           f"{SAFETENSORS_INDEX_FILE}.")
 
-  @staticmethod
-  def _names(path: pathlib.Path) -> list[str]:
-    with safetensors.safe_open(str(path), framework="numpy") as f:
-      return list(f.keys())
-
   @property
   def names(self) -> set[str]:
     return set(self._files)
@@ -253,12 +248,14 @@ class _SafetensorsReader:
 
 
 def _embedding_name(reader: _SafetensorsReader) -> str:
-  for name in (EMBEDDING_NAME,) + _IGNORED_NAMES[:2]:
+  """The name the token embedding is stored under: `shared.weight` or one of its copies."""
+  candidates = (EMBEDDING_NAME,) + _EMBEDDING_COPIES
+  for name in candidates:
     if name in reader:
       return name
   raise ValueError(
-      f"Hugging Face checkpoint has no token embedding: none of {EMBEDDING_NAME!r}, "
-      f"{_IGNORED_NAMES[0]!r}, {_IGNORED_NAMES[1]!r} is present.")
+      f"Hugging Face checkpoint has no token embedding: none of {list(candidates)} is present "
+      "(expected shape [vocab_size, d_model]).")
 
 
 def load_hf_t5_params(path: PathLike,
