@@ -98,7 +98,9 @@ def _greedy_uncached(model: api.LoadedModel, encoder_tokens: np.ndarray, steps: 
   decoder = np.zeros((batch, steps + 1), np.int32)
   done = np.zeros(batch, bool)
   for step in range(steps):
-    logits = np.asarray(model.logits(encoder_tokens, decoder[:, :step + 1]))
+    # Later (still zero) positions cannot influence position `step` under the causal mask, so
+    # a fixed shape serves every step (one compilation).
+    logits = np.asarray(model.logits(encoder_tokens, decoder[:, :-1]))
     next_token = logits[:, step].argmax(-1)
     decoder[:, step + 1] = np.where(done, 0, next_token)
     done |= next_token == api.EOS_ID
@@ -146,8 +148,10 @@ def _decoder_only_uncached(model: api.LoadedModel, prompt: list[int], steps: int
   tokens = list(prompt)
   out = []
   for _ in range(steps):
-    logits = np.asarray(model.logits(np.array([tokens])))
-    next_token = int(logits[0, -1].argmax())
+    # Right padding to a fixed width: causal attention keeps it from affecting earlier positions.
+    padded = np.array([tokens + [0] * (len(prompt) + steps - len(tokens))])
+    logits = np.asarray(model.logits(padded))
+    next_token = int(logits[0, len(tokens) - 1].argmax())
     out.append(next_token)
     if next_token == api.EOS_ID:
       break
