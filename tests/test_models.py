@@ -135,7 +135,7 @@ def test_one_beam_equals_greedy_and_beams_are_sorted():
   model = _tiny_model(seed=2)
   encoder_tokens = np.array([[5, 6, 7, 8, 1], [9, 10, 1, 0, 0]])
   greedy = model.generate(encoder_tokens, 6)
-  np.testing.assert_array_equal(model.generate(encoder_tokens, 6, method="beam", num_beams=1),
+  np.testing.assert_array_equal(model.generate(encoder_tokens, 6, method="beam", num_beams=1, alpha=0.0),
                                 greedy)
   sampled = model.generate(encoder_tokens, 6, method="sample", top_k=1)
   np.testing.assert_array_equal(sampled, greedy)

@@ -1,0 +1,113 @@
+"""seqio feature converters that know the model prepends a prompt.
+
+`TASK_FEATURE_LENGTHS` stays the length of the text: the converted arrays have
+text lengths, and the model splices the prompt's P embeddings in itself. What
+changes is `get_model_feature_lengths`, which reports where the model sees
+text + prompt: the encoder side (`encoder_*`, length T_in + P) for the
+encoder-decoder, the whole decoder sequence (length T_in + T_out + P) for the
+decoder-only model. `get_text_feature_lengths` gives the array lengths.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import seqio
+import tensorflow as tf
+
+ENCODER_FEATURES = ("encoder_input_tokens", "encoder_segment_ids",
+                    "encoder_positions")
+
+
+def _check_prompt_length(prompt_length: int, pack: bool) -> None:
+  if prompt_length < 0:
+    raise ValueError(f"prompt_length must be >= 0, got {prompt_length}.")
+  if prompt_length and pack:
+    raise ValueError(
+        f"prompt_length={prompt_length} with pack=True: a packed row holds "
+        "several examples but gets one prompt. Pass pack=False.")
+
+
+def _add_prompt(lengths: Mapping[str, int], prompt_length: int,
+                features: tuple[str, ...] | None) -> dict[str, int]:
+  """`lengths` with `prompt_length` added to `features` (None: to all)."""
+  return {k: v + prompt_length if features is None or k in features else v
+          for k, v in lengths.items()}
+
+
+class PromptEncDecFeatureConverter(seqio.EncDecFeatureConverter):
+  """`seqio.EncDecFeatureConverter` for a model with a P-token encoder prompt.
+
+  Converted arrays are exactly those of `seqio.EncDecFeatureConverter` (text
+  lengths); `get_model_feature_lengths` adds `prompt_length` to the encoder
+  features, the length the model's encoder attends over.
+  """
+
+  def __init__(self, prompt_length: int = 0, pack: bool = False,
+               **kwargs: Any) -> None:
+    _check_prompt_length(prompt_length, pack)
+    super().__init__(pack=pack, **kwargs)
+    self._prompt_length = prompt_length
+    self._text_converter = seqio.EncDecFeatureConverter(pack=pack, **kwargs)
+
+  @property
+  def prompt_length(self) -> int:
+    return self._prompt_length
+
+  def __call__(self, ds: tf.data.Dataset,
+               task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+    """Converts `ds` to model features of text lengths (seqio's validation)."""
+    return self._text_converter(ds, task_feature_lengths)
+
+  def get_text_feature_lengths(
+      self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
+    """Lengths of the converted arrays (no prompt)."""
+    return dict(
+        self._text_converter.get_model_feature_lengths(task_feature_lengths))
+
+  def get_model_feature_lengths(
+      self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
+    """Lengths as the model sees them: the encoder side includes the prompt."""
+    return _add_prompt(self.get_text_feature_lengths(task_feature_lengths),
+                       self._prompt_length, ENCODER_FEATURES)
+
+
+class PromptDecoderFeatureConverter(seqio.DecoderFeatureConverter):
+  """`seqio.DecoderFeatureConverter` for a decoder-only model with a prompt.
+
+  With an `inputs` length the inputs are a fully visible prefix
+  (`decoder_causal_attention`) and, by default, carry no loss; without one
+  it is a plain language model. Converted arrays have text lengths;
+  `get_model_feature_lengths` adds `prompt_length` to every feature, since
+  the prompt is part of the decoder sequence.
+  """
+
+  def __init__(self, prompt_length: int = 0, loss_on_targets_only: bool = True,
+               pack: bool = False, **kwargs: Any) -> None:
+    _check_prompt_length(prompt_length, pack)
+    super().__init__(loss_on_targets_only=loss_on_targets_only, pack=pack,
+                     **kwargs)
+    self._prompt_length = prompt_length
+    self._text_converter = seqio.DecoderFeatureConverter(
+        loss_on_targets_only=loss_on_targets_only, pack=pack, **kwargs)
+
+  @property
+  def prompt_length(self) -> int:
+    return self._prompt_length
+
+  def __call__(self, ds: tf.data.Dataset,
+               task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+    """Converts `ds` to model features of text lengths (seqio's validation)."""
+    return self._text_converter(ds, task_feature_lengths)
+
+  def get_text_feature_lengths(
+      self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
+    """Lengths of the converted arrays (no prompt)."""
+    return dict(
+        self._text_converter.get_model_feature_lengths(task_feature_lengths))
+
+  def get_model_feature_lengths(
+      self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
+    """Lengths as the model sees them: every feature includes the prompt."""
+    return _add_prompt(self.get_text_feature_lengths(task_feature_lengths),
+                       self._prompt_length, None)
