@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import re
 
 import jax
@@ -15,6 +16,9 @@ from prompt_tuning.checkpoints import t5x
 from prompt_tuning.models import T5Config, build_model
 from prompt_tuning.models.relpos import relative_position_bucket
 from prompt_tuning.train import decoding
+
+
+TEST_FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 
 TINY = T5Config(vocab_size=40, emb_dim=8, num_heads=2, head_dim=4, mlp_dim=16,
                 num_encoder_layers=2, num_decoder_layers=3, relpos_num_buckets=8,
@@ -186,3 +190,24 @@ def test_bfloat16_activations_stay_close_to_float32():
   half = np.asarray(model16.logits(encoder_tokens, decoder_tokens))
   assert half.dtype == np.float32
   np.testing.assert_allclose(half, full, atol=0.1 * np.abs(full).max())
+
+
+def test_load_model_reports_checkpoint_mismatch(t5x_tiny_checkpoint):
+  from prompt_tuning.checkpoints import CheckpointMismatchError
+  with pytest.raises(CheckpointMismatchError, match=r"32128.*NUM_EMBEDDINGS"):
+    prompt_tuning.load_model(["test/t5_1_1_tiny.gin"], bindings=["NUM_EMBEDDINGS=32100"],
+                             checkpoint=t5x_tiny_checkpoint)
+  with pytest.raises(CheckpointMismatchError,
+                     match=r"mlp/wi_0/kernel.*\[4, 8\] in the checkpoint.*expects \[4, 16\]"):
+    prompt_tuning.load_model(["test/t5_1_1_tiny.gin"], bindings=["MLP_DIM=16"],
+                             checkpoint=t5x_tiny_checkpoint)
+
+
+def test_load_model_from_hugging_face_directory_needs_no_gin():
+  model = prompt_tuning.load_model(checkpoint=str(TEST_FIXTURES / "hf_t5_1_1_tiny"))
+  golden = np.load(TEST_FIXTURES / "hf_t5_1_1_tiny" / "golden.npz")
+  assert model.config.mlp_activations == ("gelu", "linear")
+  logits = np.asarray(model.logits(golden["encoder_input_tokens"], golden["decoder_input_tokens"],
+                                   decoder_target_tokens=golden["decoder_target_tokens"]))
+  real = golden["decoder_target_tokens"] > 0
+  np.testing.assert_allclose(logits[real], golden["logits"][real], atol=1e-4)
