@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
@@ -13,11 +14,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from prompt_tuning import checkpoints
+from prompt_tuning.checkpoints import tree
 from prompt_tuning.models import T5Config, build_model
 from prompt_tuning.train import decoding
 
 DECODER_START_TOKEN = 0
 EOS_ID = 1
+# Parameters of a prompt method (trainable; absent from frozen checkpoints).
+PROMPT_PARAMS_REGEX = ".*/prompt/.*"
+# Parameters of any prompt-learning method: input prompts, P-tuning encoders, prefixes.
+METHOD_PARAMS_REGEX = ".*/(prompt|prefix)/.*"
 
 
 def init_params(module: nn.Module, config: T5Config, rng: jax.Array) -> dict:
@@ -51,19 +57,40 @@ class LoadedModel:
   config: T5Config
   module: nn.Module
   params: dict
+  # The prompt-learning method's config (prompts.PromptConfig, p_tuning.PTuningConfig,
+  # prefix_tuning.PrefixConfig), or None for a plain model.
+  prompt_config: Any = None
 
   @property
   def is_decoder_only(self) -> bool:
     return self.config.architecture == "decoder_only"
 
-  def logits(self, *tokens: Any, **kwargs: Any) -> jax.Array:
+  @property
+  def prompt_params(self) -> dict:
+    """The prompt method's parameters (nested, T5X paths); empty for a plain model."""
+    return prompt_subtree(self.params)
+
+  @property
+  def method_params(self) -> dict:
+    """Every prompt-learning parameter (prompts, prompt encoders, prefixes), nested."""
+    return method_subtree(self.params)
+
+  def with_prompt(self, prompt: Any) -> dict:
+    """`params` with the prompt parameter replaced by `prompt` ([P, D] array or `.npy` path)."""
+    return replace_prompt(self.params, prompt)
+
+  def _params(self, prompt: Any) -> dict:
+    return self.params if prompt is None else self.with_prompt(prompt)
+
+  def logits(self, *tokens: Any, prompt: Any = None, **kwargs: Any) -> jax.Array:
     """Encoder-decoder: `logits(encoder_input_tokens [B, T], decoder_input_tokens [B, S])`;
     decoder-only: `logits(input_tokens [B, S])` -> float32 [B, S, vocab]. Token 0 is padding.
 
+    `prompt` ([P, D] array or `.npy` path) replaces a prompt model's prompt for this call.
     Extra keyword arguments (e.g. `decoder_target_tokens`) go to the module's `__call__`.
     """
     arrays = tuple(jnp.asarray(t, jnp.int32) for t in tokens)
-    return _apply_call(self.module, self.params, arrays, **kwargs)
+    return _apply_call(self.module, self._params(prompt), arrays, **kwargs)
 
   def generate(self,
                inputs: Any,
@@ -76,11 +103,13 @@ class LoadedModel:
                top_k: int = 0,
                top_p: float = 1.0,
                rng: Optional[jax.Array] = None,
-               eos_id: int = EOS_ID) -> np.ndarray:
+               eos_id: int = EOS_ID,
+               prompt: Any = None) -> np.ndarray:
     """Generates up to `max_decode_length` tokens after `inputs` [B, T] (0 = padding).
 
     method: "greedy", "beam" (best of `num_beams`, T5X brevity penalty `alpha`) or "sample"
-    (temperature / top-k / top-p). Returns int32 [B, max_decode_length], 0 after EOS.
+    (temperature / top-k / top-p). `prompt` ([P, D] array or `.npy` path) replaces a prompt
+    model's prompt. Returns int32 [B, max_decode_length], 0 after EOS.
     """
     if method not in ("greedy", "beam", "sample"):
       raise ValueError(f"generate(method={method!r}): use 'greedy', 'beam' or 'sample'.")
@@ -91,7 +120,67 @@ class LoadedModel:
                    alpha=float(alpha), temperature=float(temperature), top_k=int(top_k),
                    top_p=float(top_p), eos_id=int(eos_id))
     generate_fn = _generate_decoder_only if self.is_decoder_only else _generate_encoder_decoder
-    return np.asarray(generate_fn(self.module, self.params, inputs, rng, **options))
+    return np.asarray(generate_fn(self.module, self._params(prompt), inputs, rng, **options))
+
+
+def _is_prompt_path(path: str) -> bool:
+  return re.fullmatch(PROMPT_PARAMS_REGEX, path) is not None
+
+
+def subtree_matching(params: dict, regex: str) -> dict:
+  """The parameters whose '/'-joined path fully matches `regex`, as a nested dict."""
+  flat = tree.flatten_params(params)
+  return tree.unflatten_params({p: v for p, v in flat.items() if re.fullmatch(regex, p)})
+
+
+def method_subtree(params: dict) -> dict:
+  """The parameters prompt learning trains (METHOD_PARAMS_REGEX), nested."""
+  return subtree_matching(params, METHOD_PARAMS_REGEX)
+
+
+def prompt_subtree(params: dict) -> dict:
+  """The parameters under a `.../prompt/...` path (the prompt method's), nested."""
+  return subtree_matching(params, PROMPT_PARAMS_REGEX)
+
+
+def prompt_param_path(params: dict) -> str:
+  """Path of the single [P, D] `prompt` parameter (prompt tuning's); error otherwise."""
+  flat = tree.flatten_params(params)
+  paths = [p for p, v in flat.items()
+           if _is_prompt_path(p) and p.endswith("/prompt") and len(np.shape(v)) == 2]
+  if len(paths) != 1:
+    found = ", ".join(paths) or "none"
+    raise ValueError(
+        f"prompt= needs a model with exactly one [P, D] prompt parameter under '.../prompt/'; "
+        f"found {found}. Load the model with a prompt-tuning gin file (e.g. "
+        "'models/t5_1_1_base_prompt.gin'); other methods export their [P, D] prompt for that.")
+  return paths[0]
+
+
+def read_prompt(prompt: Any) -> np.ndarray:
+  """A prompt as float32 [P, D] from an array or a `.npy` path (any float dtype)."""
+  if isinstance(prompt, (str, os.PathLike)):
+    prompt = np.load(os.fspath(prompt))
+  array = np.asarray(prompt)
+  if not np.issubdtype(array.dtype, np.floating):
+    raise ValueError(f"prompt must be a floating-point [P, D] array, got dtype {array.dtype}.")
+  return array.astype(np.float32)
+
+
+def replace_prompt(params: dict, prompt: Any) -> dict:
+  """`params` with the prompt parameter set to `prompt` (array or `.npy` path), shape-checked."""
+  path = prompt_param_path(params)
+  flat = tree.flatten_params(params)
+  value = read_prompt(prompt)
+  expected = tuple(np.shape(flat[path]))
+  if value.shape != expected:
+    raise ValueError(
+        f"prompt= has shape {list(value.shape)} but the model's prompt parameter '{path}' has "
+        f"shape {list(expected)}: pass a prompt of shape {list(expected)} or load the model with "
+        f"PROMPT_LENGTH={value.shape[0] if value.ndim else '?'} (and a model of width "
+        f"{value.shape[-1] if value.ndim else '?'}).")
+  flat[path] = jnp.asarray(value)
+  return tree.unflatten_params(flat)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -124,9 +213,9 @@ def _generate_encoder_decoder(module: nn.Module, params: dict, encoder_input_tok
                               rng: jax.Array, **options) -> jax.Array:
   """Encodes once, fills the cross-attention cache, then decodes from the start token."""
   variables = {"params": params}
-  encoder_mask_BT = encoder_input_tokens > 0
-  encoded_BTD = module.apply(variables, encoder_input_tokens, method=module.encode)
-  cache = module.apply(variables, encoded_BTD, encoder_mask_BT, options["max_decode_length"],
+  encoded_BSD, encoder_mask_BS = module.apply(variables, encoder_input_tokens,
+                                              method=module.encode_with_mask)
+  cache = module.apply(variables, encoded_BSD, encoder_mask_BS, options["max_decode_length"],
                        method=module.init_decode_cache)
 
   def tokens_to_logits(tokens_B1, cache, step):
@@ -146,22 +235,25 @@ def left_align_padding(tokens_BT: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _generate_decoder_only(module: nn.Module, params: dict, input_tokens: jax.Array,
                            rng: jax.Array, **options) -> jax.Array:
-  """Prefills the cache with the (left-aligned) inputs, then continues after the last one."""
+  """Prefills the cache with the (left-aligned) inputs, then continues after the last one.
+
+  A prompt model's cache has P more positions; its prefill writes the prompt (always).
+  """
   variables = {"params": params}
   tokens_BT = left_align_padding(input_tokens)
   batch, length = tokens_BT.shape
+  num_prompt = getattr(module, "prompt_length", 0)
   cache = module.apply(variables, batch, length + options["max_decode_length"],
                        method=module.init_decode_cache)
-  if length > 1:
-    prefix_BT = tokens_BT[:, :-1]
-    _, cache = module.apply(variables, prefix_BT, cache, 0, prefix_BT > 0,
-                            method=module.decode_step)
+  if length > 1 or num_prompt:
+    cache = module.apply(variables, tokens_BT[:, :-1], cache, method=module.prefill)
 
   def tokens_to_logits(tokens_B1, cache, step):
     logits_B1V, cache = module.apply(variables, tokens_B1, cache, step, method=module.decode_step)
     return logits_B1V[:, 0], cache
 
-  return _search(tokens_to_logits, cache, tokens_BT[:, -1], length - 1, rng, **options)
+  return _search(tokens_to_logits, cache, tokens_BT[:, -1], length - 1 + num_prompt, rng,
+                 **options)
 
 
 def load_model(gin_files: Sequence[str] | str = (),
@@ -184,21 +276,49 @@ def load_model(gin_files: Sequence[str] | str = (),
   """
   if isinstance(gin_files, (str, os.PathLike)):
     gin_files = [os.fspath(gin_files)]
+  prompt_config = None
   if gin_files:
     config = _config_from_gin(gin_files, bindings, gin_search_paths)
+    prompt_config = _prompt_config_from_gin()
   elif checkpoint is not None and checkpoints.checkpoint_format(checkpoint) == "huggingface":
     config = checkpoints.huggingface.config_from_hf(checkpoint)
   else:
     raise ValueError("load_model needs gin files describing the model (e.g. "
                      "'models/t5_1_1_base.gin') or a Hugging Face checkpoint directory.")
-  module = build_model(config)
+  module = build_any_model(config, prompt_config)
   if checkpoint is None:
     params = init_params(module, config, jax.random.PRNGKey(seed))
   else:
     expected = param_shapes(module, config)
-    params = checkpoints.load_params(checkpoint, expected, config, restore_dtype=restore_dtype)
+    allow_missing = None if prompt_config is None else METHOD_PARAMS_REGEX
+    params = checkpoints.load_params(checkpoint, expected, config, restore_dtype=restore_dtype,
+                                     allow_missing=allow_missing)
     params = jax.tree_util.tree_map(jnp.asarray, params)
-  return LoadedModel(config=config, module=module, params=params)
+    if prompt_config is not None:
+      params = _with_fresh_method_params(module, config, params, jax.random.PRNGKey(seed))
+  return LoadedModel(config=config, module=module, params=params, prompt_config=prompt_config)
+
+
+def build_any_model(config: T5Config, prompt_config: Any = None) -> nn.Module:
+  """The plain model of `config`, or its prompt-learning model when `prompt_config` is given."""
+  if prompt_config is None:
+    return build_model(config)
+  if hasattr(prompt_config, "build_model"):  # Methods inside the layers (prefix tuning).
+    return prompt_config.build_model(config)
+  from prompt_tuning import layers  # Local: plain models do not need the prompt layers.
+  return layers.build_prompt_model(config, prompt_config)
+
+
+def _with_fresh_method_params(module: nn.Module, config: T5Config, params: dict,
+                              rng: jax.Array) -> dict:
+  """Restored frozen `params` plus freshly initialised prompt-method parameters."""
+
+  def init_prompt(rng):  # Under jit, XLA drops the (unused) frozen-weight initialisation.
+    return method_subtree(init_params(module, config, rng))
+
+  flat = tree.flatten_params(params)
+  flat.update(tree.flatten_params(jax.jit(init_prompt)(rng)))
+  return tree.unflatten_params(flat)
 
 
 def _config_from_gin(gin_files: Sequence[str], bindings: Sequence[str],
@@ -208,3 +328,17 @@ def _config_from_gin(gin_files: Sequence[str], bindings: Sequence[str],
 
   gin_utils.parse_gin_config(gin_files, bindings, gin_search_paths)
   return gin_utils.configured(model_config.T5Config)()
+
+
+def _prompt_config_from_gin() -> Any:
+  """The prompt-learning method config the parsed gin files select, or None (a plain model)."""
+  from prompt_tuning import gin_utils, prompts  # Local: gin is parsed only by entry points.
+  from prompt_tuning.methods import prefix_tuning
+
+  input_prompt = gin_utils.configured(prompts.prompt_config)()
+  prefix = gin_utils.configured(prefix_tuning.prefix_config)()
+  if input_prompt is not None and prefix is not None:
+    raise gin_utils.GinConfigError(
+        "the gin files select both an input prompt method and prefix tuning: include only one "
+        "of configs/architectures/{prompt_tuning,p_tuning,prefix_tuning}.gin.")
+  return input_prompt if input_prompt is not None else prefix

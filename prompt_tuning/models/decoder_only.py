@@ -34,7 +34,11 @@ class DecoderOnly(nn.Module):
   config: T5Config
 
   def setup(self):
-    self.decoder = Decoder(self.config, shared_embedding=None, cross_attention=False)
+    self.decoder = self._make_decoder()
+
+  def _make_decoder(self) -> nn.Module:
+    """The decoder stack (a hook: prompt models return a decoder that owns the prompt)."""
+    return Decoder(self.config, shared_embedding=None, cross_attention=False)
 
   def embed(self, tokens_BS: jax.Array) -> jax.Array:
     """Token ids [batch, S] -> embeddings [batch, S, embed]."""
@@ -67,6 +71,10 @@ class DecoderOnly(nn.Module):
   def init_decode_cache(self, batch: int, max_decode_length: int) -> DecoderCache:
     """Empty decoding state for `max_decode_length` positions (prompt + generated)."""
     return self.decoder.init_cache(batch, max_decode_length)
+
+  def prefill(self, tokens_BT: jax.Array, cache: DecoderCache) -> DecoderCache:
+    """Writes (left-aligned, 0-padded) tokens [batch, T] at cache positions 0..T-1."""
+    return self.decode_step(tokens_BT, cache, 0, tokens_BT > 0)[1]
 
   def decode_step(self, tokens_BQ: jax.Array, cache: DecoderCache, index: jax.Array | int,
                   valid_BQ: Optional[jax.Array] = None) -> tuple[jax.Array, DecoderCache]:

@@ -36,8 +36,16 @@ class EncoderDecoder(nn.Module):
   def setup(self):
     config = self.config
     self.token_embedder = Embed(config.vocab_size, config.emb_dim, config.activation_dtype)
-    self.encoder = Encoder(config)
-    self.decoder = Decoder(config, shared_embedding=self.token_embedder)
+    self.encoder = self._make_encoder()
+    self.decoder = self._make_decoder()
+
+  def _make_encoder(self) -> nn.Module:
+    """The encoder stack (a hook: prompt models return an encoder that owns the prompt)."""
+    return Encoder(self.config)
+
+  def _make_decoder(self) -> nn.Module:
+    """The decoder stack, sharing `token_embedder` (a hook: prefix tuning adds its prefixes)."""
+    return Decoder(self.config, shared_embedding=self.token_embedder)
 
   def embed(self, tokens_BT: jax.Array) -> jax.Array:
     """Token ids [batch, T] -> embeddings [batch, T, embed]."""
@@ -52,6 +60,14 @@ class EncoderDecoder(nn.Module):
     """Token ids [batch, T] (0 = padding) -> encoded [batch, T, embed]."""
     return self.encode_embedded(self.embed(encoder_input_tokens), encoder_input_tokens > 0,
                                 enable_dropout)
+
+  def encode_with_mask(self, encoder_input_tokens: jax.Array,
+                       enable_dropout: bool = False) -> tuple[jax.Array, jax.Array]:
+    """Token ids [batch, T] -> (encoded [batch, S, embed], mask [batch, S] the decoder attends to).
+
+    S = T here; models that add positions (a prompt) return their longer encoding and mask.
+    """
+    return self.encode(encoder_input_tokens, enable_dropout), encoder_input_tokens > 0
 
   def decode_embedded(self, encoded_BTD: jax.Array, encoder_mask_BT: jax.Array,
                       decoder_embedded_BSD: jax.Array,
@@ -82,8 +98,8 @@ class EncoderDecoder(nn.Module):
                decoder_target_tokens: Optional[jax.Array] = None,
                enable_dropout: bool = False) -> jax.Array:
     """T5X signature: tokens [batch, T], [batch, S], targets [batch, S] | None -> logits [B, S, V]."""
-    encoded_BTD = self.encode(encoder_input_tokens, enable_dropout)
-    return self.decode(encoded_BTD, encoder_input_tokens > 0, decoder_input_tokens,
+    encoded_BSD, encoder_mask_BS = self.encode_with_mask(encoder_input_tokens, enable_dropout)
+    return self.decode(encoded_BSD, encoder_mask_BS, decoder_input_tokens,
                        decoder_target_tokens, enable_dropout)
 
   def init_decode_cache(self, encoded_BTD: jax.Array, encoder_mask_BT: jax.Array,

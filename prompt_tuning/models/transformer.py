@@ -7,7 +7,7 @@ Names match T5X/Flaxformer: `layers_{i}`, `attention` / `self_attention` /
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 import flax.linen as nn
 import flax.struct
@@ -38,6 +38,31 @@ def _mlp(config: T5Config) -> MlpBlock:
 
 def _dropout(config: T5Config) -> nn.Dropout:
   return nn.Dropout(config.dropout_rate, broadcast_dims=(-2,))
+
+
+def _prefix_length(prefixes: Optional[Sequence[Optional[KVPrefix]]]) -> int:
+  """Length P of per-layer key/value prefixes (0 when there are none)."""
+  for prefix in prefixes or ():
+    if prefix is not None:
+      return prefix.key_BPNH.shape[1]
+  return 0
+
+
+def _prepend_columns(bias_BNTS: jax.Array, num_columns: int) -> jax.Array:
+  """Prepends `num_columns` zero-bias key columns (always-visible prefix keys) -> [.., P + S]."""
+  zeros = jnp.zeros(bias_BNTS.shape[:-1] + (num_columns,), bias_BNTS.dtype)
+  return jnp.concatenate([zeros, bias_BNTS], axis=-1)
+
+
+# How decoder self-attention scores prefix keys with the relative position bias:
+# "zero": prefix keys get no position bias (they sit outside the sequence);
+# "shifted": prefix keys occupy positions 0..P-1 and the tokens follow at P.. (Hugging Face T5 with
+# past_key_values, hence PEFT's prefix tuning on T5).
+PrefixPositionBias = Literal["zero", "shifted"]
+
+# Per-layer input hook (deep prompts): `fn(layer_index, x_BTD, first_position)` -> x_BTD, applied
+# to each layer's input; `first_position` is the sequence position of x's first row.
+LayerInputsFn = Callable[[int, jax.Array, "jax.Array | int"], jax.Array]
 
 
 def _relpos(config: T5Config, bidirectional: bool) -> RelativePositionBias:
@@ -115,9 +140,14 @@ class DecoderLayer(nn.Module):
 
 
 class Encoder(nn.Module):
-  """Bidirectional encoder stack over already-embedded inputs."""
+  """Bidirectional encoder stack over already-embedded inputs.
+
+  `prefix` (optional, e.g. prefix tuning's generator; its parameters live under `encoder/prefix/`)
+  is called as `prefix(batch)` -> {"attention": per-layer KVPrefix}; its keys get zero bias.
+  """
 
   config: T5Config
+  prefix: Optional[nn.Module] = None
 
   def setup(self):
     self.relpos_bias = _relpos(self.config, bidirectional=True)
@@ -127,12 +157,17 @@ class Encoder(nn.Module):
 
   def __call__(self, embedded_BTD: jax.Array, mask_BT: jax.Array, deterministic: bool = True,
                prefixes: Optional[Sequence[Optional[KVPrefix]]] = None,
-               prefix_bias_BNTP: Optional[jax.Array] = None) -> jax.Array:
+               prefix_bias_BNTP: Optional[jax.Array] = None,
+               layer_inputs_fn: Optional[LayerInputsFn] = None) -> jax.Array:
     """Encodes [batch, T, embed] with key/query validity `mask_BT` -> [batch, T, embed].
 
     `prefixes` (one per layer) add prefix keys/values; `prefix_bias_BNTP` is their bias.
     """
     length = embedded_BTD.shape[1]
+    if prefixes is None and self.prefix is not None:
+      prefixes = self.prefix(embedded_BTD.shape[0])["attention"]
+      prefix_bias_BNTP = jnp.zeros((1, 1, 1, _prefix_length(prefixes)),
+                                   self.config.activation_dtype)
     valid_BT = mask_BT > 0
     bias_BNTT = self.relpos_bias(length, length) + mask_to_bias(
         valid_BT[:, None, :, None] & valid_BT[:, None, None, :], self.config.activation_dtype)
@@ -142,6 +177,8 @@ class Encoder(nn.Module):
            bias_BNTT], axis=-1)
     x_BTD = self.dropout(embedded_BTD, deterministic=deterministic)
     for index, layer in enumerate(self.layers):
+      if layer_inputs_fn is not None:
+        x_BTD = layer_inputs_fn(index, x_BTD, 0)
       prefix = prefixes[index] if prefixes is not None else None
       x_BTD = layer(x_BTD, bias_BNTT, deterministic, prefix=prefix)
     return self.dropout(self.encoder_norm(x_BTD), deterministic=deterministic)
@@ -155,12 +192,16 @@ class DecoderCache:
   cross_kv: per-layer precomputed encoder keys/values, or None (decoder-only).
   key_valid_BS: int32 [batch, max_length], 1 where a cached position holds a real token.
   encoder_valid_BT: int32 [batch, encoder length] or None.
+  self_prefix / cross_prefix: per-layer KVPrefix [batch, P, heads, head_dim] (prefix tuning),
+    computed once by `init_cache` and attended before the cached / encoder keys, or None.
   """
 
   self_attention: tuple[KVCache, ...]
   cross_kv: Optional[tuple[tuple[jax.Array, jax.Array], ...]]
   key_valid_BS: jax.Array
   encoder_valid_BT: Optional[jax.Array]
+  self_prefix: Optional[tuple[KVPrefix, ...]] = None
+  cross_prefix: Optional[tuple[KVPrefix, ...]] = None
 
 
 class Decoder(nn.Module):
@@ -168,11 +209,18 @@ class Decoder(nn.Module):
 
   With `shared_embedding` (encoder-decoder) the token table lives at the model's top level;
   without it (decoder-only) the decoder owns `token_embedder`.
+
+  `prefix` (optional; parameters under `decoder/prefix/`) is called as `prefix(batch)` ->
+  {"self_attention": per-layer KVPrefix, "encoder_decoder_attention": per-layer KVPrefix or
+  absent}. Prefix keys are always visible; `prefix_position_bias` says how self-attention
+  scores them (see PrefixPositionBias); cross-attention has no position bias.
   """
 
   config: T5Config
   shared_embedding: Optional[Embed] = None
   cross_attention: bool = True
+  prefix: Optional[nn.Module] = None
+  prefix_position_bias: PrefixPositionBias = "zero"
 
   def setup(self):
     config = self.config
@@ -200,25 +248,74 @@ class Decoder(nn.Module):
       return self.embedder.attend(y_BSD) / jnp.sqrt(jnp.float32(y_BSD.shape[-1]))
     return self.logits_dense(y_BSD).astype(jnp.float32)
 
+  def _prefixes(self, batch: int) -> tuple[Optional[tuple[KVPrefix, ...]],
+                                            Optional[tuple[KVPrefix, ...]]]:
+    """(self-attention, cross-attention) per-layer prefixes from the `prefix` hook, or None."""
+    if self.prefix is None:
+      return None, None
+    prefixes = self.prefix(batch)
+    return prefixes.get("self_attention"), prefixes.get("encoder_decoder_attention")
+
+  def _self_bias(self, num_queries: int, num_keys: int, query_offset: jax.Array | int,
+                 mask_B1TS: jax.Array, prefix_length: int) -> jax.Array:
+    """Self-attention bias [batch, heads, T, P + S]: position bias + mask, prefix columns first."""
+    mask_bias = mask_to_bias(mask_B1TS, self.config.activation_dtype)
+    if not prefix_length:
+      return self.relpos_bias(num_queries, num_keys, query_offset) + mask_bias
+    if self.prefix_position_bias == "shifted":
+      relpos = self.relpos_bias(num_queries, prefix_length + num_keys,
+                                query_offset + prefix_length)
+    elif self.prefix_position_bias == "zero":
+      relpos = _prepend_columns(self.relpos_bias(num_queries, num_keys, query_offset),
+                                prefix_length)
+    else:
+      raise ValueError(f"Decoder.prefix_position_bias={self.prefix_position_bias!r}; use 'zero' "
+                       "or 'shifted'.")
+    return relpos + _prepend_columns(mask_bias, prefix_length)
+
   def __call__(self,
                embedded_BSD: jax.Array,
                self_mask_B1SS: jax.Array,
                encoded_BTD: Optional[jax.Array] = None,
                cross_mask_B1ST: Optional[jax.Array] = None,
-               deterministic: bool = True) -> jax.Array:
-    """Teacher-forced pass over embedded inputs -> logits [batch, S, vocab] float32."""
+               deterministic: bool = True,
+               self_prefixes: Optional[Sequence[Optional[KVPrefix]]] = None,
+               cross_prefixes: Optional[Sequence[Optional[KVPrefix]]] = None,
+               layer_inputs_fn: Optional[LayerInputsFn] = None) -> jax.Array:
+    """Teacher-forced pass over embedded inputs -> logits [batch, S, vocab] float32.
+
+    `self_prefixes` / `cross_prefixes` (one per layer; default: from the `prefix` hook) add
+    always-visible key/value prefixes to self- / cross-attention.
+    """
     dtype = self.config.activation_dtype
     length = embedded_BSD.shape[1]
-    self_bias = self.relpos_bias(length, length) + mask_to_bias(self_mask_B1SS, dtype)
-    cross_bias = None if cross_mask_B1ST is None else mask_to_bias(cross_mask_B1ST, dtype)
+    if self_prefixes is None and cross_prefixes is None:
+      self_prefixes, cross_prefixes = self._prefixes(embedded_BSD.shape[0])
+    self_bias = self._self_bias(length, length, 0, self_mask_B1SS, _prefix_length(self_prefixes))
+    cross_bias = None
+    if cross_mask_B1ST is not None:
+      cross_bias = _prepend_columns(mask_to_bias(cross_mask_B1ST, dtype),
+                                    _prefix_length(cross_prefixes))
     y_BSD = self.dropout(embedded_BSD, deterministic=deterministic)
-    for layer in self.layers:
-      y_BSD, _ = layer(y_BSD, self_bias, encoded_BTD, cross_bias, deterministic)
+    for index, layer in enumerate(self.layers):
+      if layer_inputs_fn is not None:
+        y_BSD = layer_inputs_fn(index, y_BSD, 0)
+      y_BSD, _ = layer(y_BSD, self_bias, encoded_BTD, cross_bias, deterministic,
+                       self_prefix=self_prefixes[index] if self_prefixes else None,
+                       cross_prefix=cross_prefixes[index] if cross_prefixes else None)
     return self._logits(y_BSD, deterministic)
 
   def init_cache(self, batch: int, max_length: int, encoded_BTD: Optional[jax.Array] = None,
-                 encoder_valid_BT: Optional[jax.Array] = None) -> DecoderCache:
-    """Empty self-attention caches; cross-attention keys/values computed once from `encoded`."""
+                 encoder_valid_BT: Optional[jax.Array] = None,
+                 self_prefixes: Optional[Sequence[KVPrefix]] = None,
+                 cross_prefixes: Optional[Sequence[KVPrefix]] = None) -> DecoderCache:
+    """Empty self-attention caches; cross-attention keys/values computed once from `encoded`.
+
+    Key/value prefixes (given, or from the `prefix` hook) are computed here once and kept in the
+    cache; every `decode_step` attends to them before the cached / encoder keys.
+    """
+    if self_prefixes is None and cross_prefixes is None:
+      self_prefixes, cross_prefixes = self._prefixes(batch)
     config = self.config
     self_attention = tuple(
         KVCache.zeros(batch, max_length, config.num_heads, config.head_dim,
@@ -228,10 +325,14 @@ class Decoder(nn.Module):
       cross_kv = tuple(layer.cross_kv(encoded_BTD) for layer in self.layers)
       encoder_valid_BT = encoder_valid_BT.astype(jnp.int32)
     return DecoderCache(self_attention, cross_kv, jnp.zeros((batch, max_length), jnp.int32),
-                        encoder_valid_BT)
+                        encoder_valid_BT,
+                        None if self_prefixes is None else tuple(self_prefixes),
+                        None if cross_prefixes is None else tuple(cross_prefixes))
 
   def decode_step(self, embedded_BQD: jax.Array, cache: DecoderCache, index: jax.Array | int,
-                  valid_BQ: Optional[jax.Array] = None) -> tuple[jax.Array, DecoderCache]:
+                  valid_BQ: Optional[jax.Array] = None,
+                  layer_inputs_fn: Optional[LayerInputsFn] = None
+                  ) -> tuple[jax.Array, DecoderCache]:
     """Runs Q new positions starting at cache position `index` -> (logits [batch, Q, vocab], cache).
 
     One mechanism serves prefill (Q = prompt length, index 0) and generation (Q = 1).
@@ -247,17 +348,23 @@ class Decoder(nn.Module):
     query_positions_Q = index + jnp.arange(num_new)
     mask_B1QS = causal_mask(query_positions_Q, jnp.arange(max_length)) & (
         key_valid_BS[:, None, None, :] > 0)
-    self_bias = self.relpos_bias(num_new, max_length, index) + mask_to_bias(mask_B1QS, dtype)
+    self_bias = self._self_bias(num_new, max_length, index, mask_B1QS,
+                                _prefix_length(cache.self_prefix))
     cross_bias = None
     if cache.cross_kv is not None:
-      cross_bias = mask_to_bias(cache.encoder_valid_BT[:, None, None, :], dtype)
+      cross_bias = _prepend_columns(mask_to_bias(cache.encoder_valid_BT[:, None, None, :], dtype),
+                                    _prefix_length(cache.cross_prefix))
     y_BQD = embedded_BQD
     new_self = []
     for index_layer, layer in enumerate(self.layers):
+      if layer_inputs_fn is not None:
+        y_BQD = layer_inputs_fn(index_layer, y_BQD, index)
       cross_kv = cache.cross_kv[index_layer] if cache.cross_kv is not None else None
-      y_BQD, layer_cache = layer(y_BQD, self_bias, None, cross_bias, True,
-                                 cache=cache.self_attention[index_layer], cache_index=index,
-                                 cross_kv=cross_kv)
+      y_BQD, layer_cache = layer(
+          y_BQD, self_bias, None, cross_bias, True, cache=cache.self_attention[index_layer],
+          cache_index=index, cross_kv=cross_kv,
+          self_prefix=cache.self_prefix[index_layer] if cache.self_prefix else None,
+          cross_prefix=cache.cross_prefix[index_layer] if cache.cross_prefix else None)
       new_self.append(layer_cache)
     cache = cache.replace(self_attention=tuple(new_self), key_valid_BS=key_valid_BS)
     return self._logits(y_BQD, True), cache

@@ -1,0 +1,206 @@
+"""Models with a prompt method plugged into their embedding seam.
+
+A prompt method is any Flax module satisfying `PromptMethod`: it maps the input tokens and
+their embeddings to a batched prompt [B, P, D] and says its length P. `Prompt` (prompt tuning)
+is one; P-tuning encoders and multi-task prompts plug in the same way.
+
+Parameter layout (the frozen model keeps its T5X paths):
+  encoder-decoder: `encoder/prompt/prompt/...` (prompt tuning: `encoder/prompt/prompt/prompt`,
+    the path of the paper's released prompts);
+  decoder-only: `decoder/prompt/prompt/...`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Protocol, runtime_checkable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from prompt_tuning import combine, masks
+from prompt_tuning.models.config import T5Config
+from prompt_tuning.models.decoder_only import DecoderOnly
+from prompt_tuning.models.t5 import EncoderDecoder
+from prompt_tuning.models.transformer import Decoder, DecoderCache, Encoder
+from prompt_tuning.prompts import PromptConfig
+
+
+@runtime_checkable
+class PromptMethod(Protocol):
+  """What a pluggable prompt module provides (a Flax module with these members).
+
+  A method whose produced length differs from its `length` field (e.g. a multi-task prompt
+  that concatenates a shared and a task prompt) also defines `output_length`, which wins.
+  """
+
+  length: int  # P, the number of prompt positions it produces.
+
+  def __call__(self, tokens_BT: jax.Array, embedded_BTD: jax.Array) -> jax.Array:
+    """Input tokens [B, T] and their embeddings [B, T, D] -> prompt [B, P, D]."""
+    ...
+
+
+def _method_length(method: Optional[nn.Module]) -> int:
+  """The number of prompt positions P that `method` produces."""
+  length = getattr(method, "output_length", getattr(method, "length", None))
+  if method is None or not isinstance(length, int):
+    raise ValueError(
+        f"a prompt model needs a prompt method with an integer `length` (the prompt length P), "
+        f"got {method!r}: pass e.g. prompt_method=prompts.Prompt(length=100).")
+  return length
+
+
+class PromptInserter(nn.Module):
+  """Runs the prompt method (child `prompt`) and inserts its output among the embeddings."""
+
+  prompt: nn.Module
+
+  def __call__(self, tokens_BT: jax.Array, embedded_BTD: jax.Array,
+               index_B: jax.Array) -> jax.Array:
+    """Tokens [B, T], embeddings [B, T, D], prompt index [B] -> embeddings [B, T+P, D]."""
+    prompt_BPD = self.prompt(tokens_BT, embedded_BTD)
+    declared = _method_length(self.prompt)
+    if prompt_BPD.shape[1] != declared:
+      raise ValueError(f"prompt method {type(self.prompt).__name__} declares length {declared} "
+                       f"but produced a prompt of shape {list(prompt_BPD.shape)}; make its "
+                       "`length` (or `output_length`) equal the produced P.")
+    return combine.insert_prompt(prompt_BPD, embedded_BTD, index_B)
+
+
+class PromptEncoder(Encoder):
+  """The T5 encoder stack plus the prompt (child `prompt`), spliced in by `add_prompt`."""
+
+  prompt_method: Optional[nn.Module] = None
+  placement: str = "prefix"
+
+  def setup(self):
+    super().setup()
+    _method_length(self.prompt_method)
+    self.prompt = PromptInserter(prompt=self.prompt_method.clone(parent=None))
+
+  def add_prompt(self, tokens_BT: jax.Array,
+                 embedded_BTD: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """-> (embeddings [B, T+P, D], validity [B, T+P], prompt index [B])."""
+    index_B = combine.placement_index(self.placement, tokens_BT)
+    embedded_BSD = self.prompt(tokens_BT, embedded_BTD, index_B)
+    valid_BS = masks.prompt_valid(tokens_BT > 0, index_B, _method_length(self.prompt_method))
+    return embedded_BSD, valid_BS, index_B
+
+
+class PromptEncoderDecoder(EncoderDecoder):
+  """T5 encoder-decoder whose encoder input carries a prompt.
+
+  The decoder cross-attends to the prompt positions of the encoder output unless
+  `decoder_attends_to_prompt` is False. Calls, logits and cached decoding keep the
+  `EncoderDecoder` signatures; `encode_with_mask` returns the [B, T+P] encoding and mask.
+  """
+
+  prompt_method: Optional[nn.Module] = None
+  placement: str = "prefix"
+  decoder_attends_to_prompt: bool = True
+
+  def _make_encoder(self) -> nn.Module:
+    return PromptEncoder(self.config, prompt_method=self.prompt_method.clone(parent=None),
+                         placement=self.placement)
+
+  @property
+  def prompt_length(self) -> int:
+    return _method_length(self.prompt_method)
+
+  def encode_with_mask(self, encoder_input_tokens: jax.Array,
+                       enable_dropout: bool = False) -> tuple[jax.Array, jax.Array]:
+    """Tokens [B, T] -> (encoded [B, T+P, D], mask [B, T+P] for the decoder's cross-attention)."""
+    embedded_BTD = self.embed(encoder_input_tokens)
+    embedded_BSD, valid_BS, index_B = self.encoder.add_prompt(encoder_input_tokens, embedded_BTD)
+    encoded_BSD = self.encode_embedded(embedded_BSD, valid_BS, enable_dropout)
+    if self.decoder_attends_to_prompt:
+      return encoded_BSD, valid_BS
+    return encoded_BSD, masks.cross_attention_valid(encoder_input_tokens > 0, index_B,
+                                                    self.prompt_length, False)
+
+  def encode(self, encoder_input_tokens: jax.Array, enable_dropout: bool = False) -> jax.Array:
+    """Tokens [B, T] -> encoded [B, T+P, D] (prompt positions included)."""
+    return self.encode_with_mask(encoder_input_tokens, enable_dropout)[0]
+
+
+class PromptDecoder(Decoder):
+  """The decoder stack plus the prompt (child `prompt`), for decoder-only models."""
+
+  prompt_method: Optional[nn.Module] = None
+
+  def setup(self):
+    super().setup()
+    _method_length(self.prompt_method)
+    self.prompt = PromptInserter(prompt=self.prompt_method.clone(parent=None))
+
+  def add_prompt(self, tokens_BT: jax.Array, embedded_BTD: jax.Array,
+                 valid_BT: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Prompt right before each row's first valid token (so left padding stays in front).
+
+    -> (embeddings [B, T+P, D], validity [B, T+P], prompt index [B]).
+    """
+    index_B = combine.first_valid_index(valid_BT)
+    embedded_BSD = self.prompt(tokens_BT, embedded_BTD, index_B)
+    valid_BS = masks.prompt_valid(valid_BT, index_B, _method_length(self.prompt_method))
+    return embedded_BSD, valid_BS, index_B
+
+
+class PromptDecoderOnly(DecoderOnly):
+  """Decoder-only LM with a prompt before the inputs; logits are returned for the inputs only.
+
+  With T5X's `decoder_causal_attention` the prompt joins the fully visible inputs prefix.
+  Without `decoder_target_tokens`, token 0 is padding anywhere (left or right).
+  """
+
+  prompt_method: Optional[nn.Module] = None
+
+  def _make_decoder(self) -> nn.Module:
+    return PromptDecoder(self.config, shared_embedding=None, cross_attention=False,
+                         prompt_method=self.prompt_method.clone(parent=None))
+
+  @property
+  def prompt_length(self) -> int:
+    return _method_length(self.prompt_method)
+
+  def __call__(self,
+               decoder_input_tokens: jax.Array,
+               decoder_target_tokens: Optional[jax.Array] = None,
+               decoder_causal_attention: Optional[jax.Array] = None,
+               enable_dropout: bool = False) -> jax.Array:
+    """Tokens [B, T] -> logits [B, T, V] (the prompt positions' logits are dropped)."""
+    source_BT = decoder_input_tokens if decoder_target_tokens is None else decoder_target_tokens
+    valid_BT = source_BT > 0
+    embedded_BSD, valid_BS, index_B = self.decoder.add_prompt(
+        decoder_input_tokens, self.embed(decoder_input_tokens), valid_BT)
+    causal_BS = masks.causal_attention_with_prompt(decoder_causal_attention, index_B,
+                                                   self.prompt_length)
+    logits_BSV = self.decode_embedded(embedded_BSD, valid_BS, causal_BS, enable_dropout)
+    return combine.remove_prompt(logits_BSV, index_B, self.prompt_length)
+
+  def init_decode_cache(self, batch: int, max_decode_length: int) -> DecoderCache:
+    """Decoding state for `max_decode_length` token positions plus the P prompt positions."""
+    return self.decoder.init_cache(batch, max_decode_length + self.prompt_length)
+
+  def prefill(self, tokens_BT: jax.Array, cache: DecoderCache) -> DecoderCache:
+    """Writes the prompt and the left-aligned tokens [B, T] at cache positions 0..T+P-1."""
+    valid_BT = tokens_BT > 0
+    embedded_BSD, valid_BS, _ = self.decoder.add_prompt(tokens_BT, self.embed(tokens_BT), valid_BT)
+    return self.decoder.decode_step(embedded_BSD, cache, 0, valid_BS)[1]
+
+
+def build_prompt_model(config: T5Config, prompt_config: PromptConfig) -> nn.Module:
+  """The prompt model of `config.architecture` with `prompt_config`'s method (no I/O)."""
+  method = prompt_config.make_method()
+  if config.architecture == "decoder_only":
+    if prompt_config.placement != "prefix":
+      raise ValueError(f"decoder-only prompt models place the prompt before the inputs; "
+                       f"placement={prompt_config.placement!r} is for encoder-decoder models: "
+                       "use placement='prefix'.")
+    return PromptDecoderOnly(config, prompt_method=method)
+  return PromptEncoderDecoder(config, prompt_method=method, placement=prompt_config.placement,
+                              decoder_attends_to_prompt=prompt_config.decoder_attends_to_prompt)
+
+
+__all__ = ["PromptMethod", "PromptInserter", "PromptEncoder", "PromptEncoderDecoder",
+           "PromptDecoder", "PromptDecoderOnly", "build_prompt_model"]
