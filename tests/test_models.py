@@ -17,6 +17,8 @@ from prompt_tuning.models import T5Config, build_model
 from prompt_tuning.models.relpos import relative_position_bucket
 from prompt_tuning.train import decoding
 
+from uncached_reference import greedy_decoder_only, greedy_encoder_decoder
+
 
 TEST_FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 
@@ -96,28 +98,13 @@ def test_encoder_padding_does_not_change_outputs():
                              atol=1e-6)
 
 
-def _greedy_uncached(model: api.LoadedModel, encoder_tokens: np.ndarray, steps: int) -> np.ndarray:
-  """Greedy decoding by re-running the full (uncached) model on the growing prefix."""
-  batch = encoder_tokens.shape[0]
-  decoder = np.zeros((batch, steps + 1), np.int32)
-  done = np.zeros(batch, bool)
-  for step in range(steps):
-    # Later (still zero) positions cannot influence position `step` under the causal mask, so
-    # a fixed shape serves every step (one compilation).
-    logits = np.asarray(model.logits(encoder_tokens, decoder[:, :-1]))
-    next_token = logits[:, step].argmax(-1)
-    decoder[:, step + 1] = np.where(done, 0, next_token)
-    done |= next_token == api.EOS_ID
-  return decoder[:, 1:]
-
-
 @pytest.mark.parametrize("mlp_activations,tied", [(("gelu", "linear"), False), (("relu",), True)])
 def test_cached_greedy_equals_uncached_argmax(mlp_activations, tied):
   config = TINY.replace(mlp_activations=mlp_activations, logits_via_embedding=tied)
   model = _tiny_model(config, seed=3)
   encoder_tokens = np.array([[5, 6, 7, 8, 1, 0], [9, 10, 1, 0, 0, 0]])
   cached = model.generate(encoder_tokens, 7)
-  np.testing.assert_array_equal(cached, _greedy_uncached(model, encoder_tokens, 7))
+  np.testing.assert_array_equal(cached, greedy_encoder_decoder(model, encoder_tokens, 7))
 
 
 def test_cached_step_logits_equal_full_forward_logits():
@@ -148,28 +135,13 @@ def test_one_beam_equals_greedy_and_beams_are_sorted():
 DECODER_ONLY = TINY.replace(architecture="decoder_only", num_encoder_layers=0)
 
 
-def _decoder_only_uncached(model: api.LoadedModel, prompt: list[int], steps: int) -> list[int]:
-  tokens = list(prompt)
-  out = []
-  for _ in range(steps):
-    # Right padding to a fixed width: causal attention keeps it from affecting earlier positions.
-    padded = np.array([tokens + [0] * (len(prompt) + steps - len(tokens))])
-    logits = np.asarray(model.logits(padded))
-    next_token = int(logits[0, len(tokens) - 1].argmax())
-    out.append(next_token)
-    if next_token == api.EOS_ID:
-      break
-    tokens.append(next_token)
-  return out + [0] * (steps - len(out))
-
-
 def test_decoder_only_cached_generation_equals_uncached_with_ragged_prompts():
   model = _tiny_model(DECODER_ONLY, seed=4)
   prompts = [[5, 6, 7, 8, 9], [10, 11]]
   padded = np.array([p + [0] * (5 - len(p)) for p in prompts])
   generated = model.generate(padded, 6)
   for row, prompt in enumerate(prompts):
-    assert generated[row].tolist() == _decoder_only_uncached(model, prompt, 6)
+    assert generated[row].tolist() == greedy_decoder_only(model, prompt, 6)
 
 
 def test_decoder_only_param_paths():

@@ -15,6 +15,8 @@ from prompt_tuning.methods import prefix_tuning as pt
 from prompt_tuning.models.attention import KVPrefix
 from prompt_tuning.models import T5Config, build_model
 
+from uncached_reference import greedy_decoder_only, greedy_encoder_decoder
+
 TINY = T5Config(vocab_size=40, emb_dim=8, num_heads=2, head_dim=4, mlp_dim=16,
                 num_encoder_layers=2, num_decoder_layers=3, relpos_num_buckets=8,
                 relpos_max_distance=16)
@@ -114,36 +116,11 @@ def test_cross_attention_prefix_is_added_to_the_encoder_keys():
   np.testing.assert_allclose(got, context @ np.asarray(layer["out"]["kernel"]), atol=1e-5)
 
 
-def _greedy_uncached(model: api.LoadedModel, encoder_tokens: np.ndarray, steps: int) -> np.ndarray:
-  """Greedy decoding by re-running the full (uncached) model on the growing decoder input."""
-  batch = encoder_tokens.shape[0]
-  decoder = np.zeros((batch, steps + 1), np.int32)
-  done = np.zeros(batch, bool)
-  for step in range(steps):
-    logits = np.asarray(model.logits(encoder_tokens, decoder[:, :-1]))
-    next_token = logits[:, step].argmax(-1)
-    decoder[:, step + 1] = np.where(done, 0, next_token)
-    done |= next_token == api.EOS_ID
-  return decoder[:, 1:]
-
-
-def _decoder_only_uncached(model: api.LoadedModel, prompt: list[int], steps: int) -> list[int]:
-  tokens, out = list(prompt), []
-  for _ in range(steps):
-    padded = np.array([tokens + [0] * (len(prompt) + steps - len(tokens))])
-    next_token = int(np.asarray(model.logits(padded))[0, len(tokens) - 1].argmax())
-    out.append(next_token)
-    if next_token == api.EOS_ID:
-      break
-    tokens.append(next_token)
-  return out + [0] * (steps - len(out))
-
-
 @pytest.mark.parametrize("projection", [False, True])
 def test_enc_dec_cached_greedy_equals_uncached_argmax(projection):
   model = _model(TINY, pt.PrefixConfig(length=3, projection=projection, hidden_dim=6), seed=3)
   cached = model.generate(ENCODER_TOKENS, 6)
-  np.testing.assert_array_equal(cached, _greedy_uncached(model, ENCODER_TOKENS, 6))
+  np.testing.assert_array_equal(cached, greedy_encoder_decoder(model, ENCODER_TOKENS, 6))
   assert len(set(cached.ravel().tolist())) > 1  # not a degenerate constant output
 
 
@@ -153,7 +130,7 @@ def test_decoder_only_cached_generation_equals_uncached(position_bias):
   prompts = [[5, 6, 7, 8, 9], [10, 11, 12, 13, 14]]
   generated = model.generate(np.array(prompts), 5)
   for row, prompt in enumerate(prompts):
-    assert generated[row].tolist() == _decoder_only_uncached(model, prompt, 5)
+    assert generated[row].tolist() == greedy_decoder_only(model, prompt, 5)
 
 
 def test_decoder_only_zero_bias_prefix_is_padding_invariant_in_generation():
@@ -161,7 +138,7 @@ def test_decoder_only_zero_bias_prefix_is_padding_invariant_in_generation():
   prompts = [[5, 6, 7, 8, 9], [10, 11]]  # ragged: generation left-pads the short one
   generated = model.generate(np.array([p + [0] * (5 - len(p)) for p in prompts]), 5)
   for row, prompt in enumerate(prompts):
-    assert generated[row].tolist() == _decoder_only_uncached(model, prompt, 5)
+    assert generated[row].tolist() == greedy_decoder_only(model, prompt, 5)
 
 
 def test_shifted_position_bias_matches_prefix_at_leading_positions():

@@ -13,6 +13,8 @@ from prompt_tuning import api, layers, prompts
 from prompt_tuning.checkpoints import match_params, tree
 from prompt_tuning.models import T5Config, build_model
 
+from uncached_reference import greedy_decoder_only, greedy_encoder_decoder
+
 TINY = T5Config(vocab_size=40, emb_dim=8, num_heads=2, head_dim=4, mlp_dim=16,
                 num_encoder_layers=2, num_decoder_layers=2, relpos_num_buckets=8,
                 relpos_max_distance=16)
@@ -50,23 +52,11 @@ def test_zero_length_prompt_reproduces_the_base_model():
                              atol=1e-6)
 
 
-def _greedy_uncached(model: api.LoadedModel, encoder_tokens: np.ndarray, steps: int) -> np.ndarray:
-  batch = encoder_tokens.shape[0]
-  decoder = np.zeros((batch, steps + 1), np.int32)
-  done = np.zeros(batch, bool)
-  for step in range(steps):
-    logits = np.asarray(model.logits(encoder_tokens, decoder[:, :-1]))
-    next_token = logits[:, step].argmax(-1)
-    decoder[:, step + 1] = np.where(done, 0, next_token)
-    done |= next_token == api.EOS_ID
-  return decoder[:, 1:]
-
-
 @pytest.mark.parametrize("placement,attends", [("prefix", True), ("suffix_before_eos", False)])
 def test_encoder_decoder_cached_generation_equals_uncached_argmax(placement, attends):
   model = _prompt_model(TINY, 3, seed=3, placement=placement, decoder_attends_to_prompt=attends)
   cached = model.generate(ENCODER_TOKENS, 6)
-  np.testing.assert_array_equal(cached, _greedy_uncached(model, ENCODER_TOKENS, 6))
+  np.testing.assert_array_equal(cached, greedy_encoder_decoder(model, ENCODER_TOKENS, 6))
 
 
 @pytest.mark.parametrize("placement", ["prefix_after_bos", "suffix_before_eos"])
@@ -79,18 +69,6 @@ def test_encoder_padding_does_not_change_outputs(placement):
                              atol=1e-5)
 
 
-def _decoder_only_uncached(model: api.LoadedModel, inputs: list[int], steps: int) -> list[int]:
-  tokens, out = list(inputs), []
-  for _ in range(steps):
-    padded = np.array([tokens + [0] * (len(inputs) + steps - len(tokens))])
-    next_token = int(np.asarray(model.logits(padded))[0, len(tokens) - 1].argmax())
-    out.append(next_token)
-    if next_token == api.EOS_ID:
-      break
-    tokens.append(next_token)
-  return out + [0] * (steps - len(out))
-
-
 def test_decoder_only_cached_generation_with_prompt_left_and_right_padding():
   model = _prompt_model(DECODER_ONLY, 3, seed=4)
   rows = [[5, 6, 7, 8, 9], [10, 11]]
@@ -99,7 +77,7 @@ def test_decoder_only_cached_generation_with_prompt_left_and_right_padding():
   generated = model.generate(right, 6)
   np.testing.assert_array_equal(model.generate(left, 6), generated)
   for row, inputs in enumerate(rows):
-    assert generated[row].tolist() == _decoder_only_uncached(model, inputs, 6)
+    assert generated[row].tolist() == greedy_decoder_only(model, inputs, 6)
 
 
 def test_decoder_only_padding_invariance_left_and_right():
