@@ -35,20 +35,17 @@ def _add_prompt(lengths: Mapping[str, int], prompt_length: int,
           for k, v in lengths.items()}
 
 
-class PromptEncDecFeatureConverter(seqio.EncDecFeatureConverter):
-  """`seqio.EncDecFeatureConverter` for a model with a P-token encoder prompt.
+class _PromptAwareLengths:
+  """Shared behaviour: seqio's own conversion (text lengths) + model lengths with the prompt.
 
-  Converted arrays are exactly those of `seqio.EncDecFeatureConverter` (text
-  lengths); `get_model_feature_lengths` adds `prompt_length` to the encoder
-  features, the length the model's encoder attends over.
+  Subclasses set `_PROMPT_FEATURES` (None: every feature) and call `_init_prompt`.
   """
 
-  def __init__(self, prompt_length: int = 0, pack: bool = False,
-               **kwargs: Any) -> None:
-    _check_prompt_length(prompt_length, pack)
-    super().__init__(pack=pack, **kwargs)
+  _PROMPT_FEATURES: tuple[str, ...] | None = None
+
+  def _init_prompt(self, prompt_length: int, text_converter: seqio.FeatureConverter) -> None:
     self._prompt_length = prompt_length
-    self._text_converter = seqio.EncDecFeatureConverter(pack=pack, **kwargs)
+    self._text_converter = text_converter
 
   @property
   def prompt_length(self) -> int:
@@ -67,12 +64,29 @@ class PromptEncDecFeatureConverter(seqio.EncDecFeatureConverter):
 
   def get_model_feature_lengths(
       self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
-    """Lengths as the model sees them: the encoder side includes the prompt."""
+    """Lengths as the model sees them, the prompt included where it is spliced in."""
     return _add_prompt(self.get_text_feature_lengths(task_feature_lengths),
-                       self._prompt_length, ENCODER_FEATURES)
+                       self._prompt_length, self._PROMPT_FEATURES)
 
 
-class PromptDecoderFeatureConverter(seqio.DecoderFeatureConverter):
+class PromptEncDecFeatureConverter(_PromptAwareLengths, seqio.EncDecFeatureConverter):
+  """`seqio.EncDecFeatureConverter` for a model with a P-token encoder prompt.
+
+  Converted arrays are exactly those of `seqio.EncDecFeatureConverter` (text
+  lengths); `get_model_feature_lengths` adds `prompt_length` to the encoder
+  features, the length the model's encoder attends over.
+  """
+
+  _PROMPT_FEATURES = ENCODER_FEATURES
+
+  def __init__(self, prompt_length: int = 0, pack: bool = False,
+               **kwargs: Any) -> None:
+    _check_prompt_length(prompt_length, pack)
+    super().__init__(pack=pack, **kwargs)
+    self._init_prompt(prompt_length, seqio.EncDecFeatureConverter(pack=pack, **kwargs))
+
+
+class PromptDecoderFeatureConverter(_PromptAwareLengths, seqio.DecoderFeatureConverter):
   """`seqio.DecoderFeatureConverter` for a decoder-only model with a prompt.
 
   With an `inputs` length the inputs are a fully visible prefix
@@ -82,32 +96,12 @@ class PromptDecoderFeatureConverter(seqio.DecoderFeatureConverter):
   the prompt is part of the decoder sequence.
   """
 
+  _PROMPT_FEATURES = None
+
   def __init__(self, prompt_length: int = 0, loss_on_targets_only: bool = True,
                pack: bool = False, **kwargs: Any) -> None:
     _check_prompt_length(prompt_length, pack)
     super().__init__(loss_on_targets_only=loss_on_targets_only, pack=pack,
                      **kwargs)
-    self._prompt_length = prompt_length
-    self._text_converter = seqio.DecoderFeatureConverter(
-        loss_on_targets_only=loss_on_targets_only, pack=pack, **kwargs)
-
-  @property
-  def prompt_length(self) -> int:
-    return self._prompt_length
-
-  def __call__(self, ds: tf.data.Dataset,
-               task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
-    """Converts `ds` to model features of text lengths (seqio's validation)."""
-    return self._text_converter(ds, task_feature_lengths)
-
-  def get_text_feature_lengths(
-      self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
-    """Lengths of the converted arrays (no prompt)."""
-    return dict(
-        self._text_converter.get_model_feature_lengths(task_feature_lengths))
-
-  def get_model_feature_lengths(
-      self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
-    """Lengths as the model sees them: every feature includes the prompt."""
-    return _add_prompt(self.get_text_feature_lengths(task_feature_lengths),
-                       self._prompt_length, None)
+    self._init_prompt(prompt_length, seqio.DecoderFeatureConverter(
+        loss_on_targets_only=loss_on_targets_only, pack=pack, **kwargs))
