@@ -204,6 +204,16 @@ def _search(tokens_to_logits, cache, start_tokens_B, start_step, rng, *, method:
   return decoding.greedy_decode(tokens_to_logits, cache, start_tokens_B, **common).tokens_BL
 
 
+def _tokens_to_logits(module: nn.Module, variables: dict) -> decoding.TokensToLogits:
+  """The one-step function the decoding algorithms call: cached step -> logits [B, V]."""
+
+  def tokens_to_logits(tokens_B1, cache, step):
+    logits_B1V, cache = module.apply(variables, tokens_B1, cache, step, method=module.decode_step)
+    return logits_B1V[:, 0], cache
+
+  return tokens_to_logits
+
+
 _STATIC = ("module", "method", "max_decode_length", "num_beams", "alpha", "temperature", "top_k",
            "top_p", "eos_id")
 
@@ -218,12 +228,8 @@ def _generate_encoder_decoder(module: nn.Module, params: dict, encoder_input_tok
   cache = module.apply(variables, encoded_BSD, encoder_mask_BS, options["max_decode_length"],
                        method=module.init_decode_cache)
 
-  def tokens_to_logits(tokens_B1, cache, step):
-    logits_B1V, cache = module.apply(variables, tokens_B1, cache, step, method=module.decode_step)
-    return logits_B1V[:, 0], cache
-
   start_B = jnp.full((encoder_input_tokens.shape[0],), DECODER_START_TOKEN, jnp.int32)
-  return _search(tokens_to_logits, cache, start_B, 0, rng, **options)
+  return _search(_tokens_to_logits(module, variables), cache, start_B, 0, rng, **options)
 
 
 def left_align_padding(tokens_BT: jax.Array) -> jax.Array:
@@ -248,12 +254,8 @@ def _generate_decoder_only(module: nn.Module, params: dict, input_tokens: jax.Ar
   if length > 1 or num_prompt:
     cache = module.apply(variables, tokens_BT[:, :-1], cache, method=module.prefill)
 
-  def tokens_to_logits(tokens_B1, cache, step):
-    logits_B1V, cache = module.apply(variables, tokens_B1, cache, step, method=module.decode_step)
-    return logits_B1V[:, 0], cache
-
-  return _search(tokens_to_logits, cache, tokens_BT[:, -1], length - 1 + num_prompt, rng,
-                 **options)
+  return _search(_tokens_to_logits(module, variables), cache, tokens_BT[:, -1],
+                 length - 1 + num_prompt, rng, **options)
 
 
 def load_model(gin_files: Sequence[str] | str = (),
