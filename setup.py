@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "gin-config>=0.5.0",
     "sentencepiece>=0.2.0",
     "clu>=0.0.12",
+    "tensorboard>=2.16",
     "numpy>=1.26",
     "absl-py>=2.0",
     "msgpack>=1.0",

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_tuning import checkpoints
+from prompt_tuning import checkpoints, prompt_files
 from prompt_tuning.checkpoints import tree
 from prompt_tuning.models import T5Config, build_model
 from prompt_tuning.train import decoding
@@ -77,7 +77,7 @@ class LoadedModel:
 
   def with_prompt(self, prompt: Any) -> dict:
     """`params` with the prompt parameter replaced by `prompt` ([P, D] array or `.npy` path)."""
-    return replace_prompt(self.params, prompt)
+    return replace_prompt(self.params, prompt, self.config)
 
   def _params(self, prompt: Any) -> dict:
     return self.params if prompt is None else self.with_prompt(prompt)
@@ -157,29 +157,26 @@ def prompt_param_path(params: dict) -> str:
   return paths[0]
 
 
-def read_prompt(prompt: Any) -> np.ndarray:
-  """A prompt as float32 [P, D] from an array or a `.npy` path (any float dtype)."""
+def read_prompt(prompt: Any, config: Optional[T5Config] = None, *,
+                length: Optional[int] = None, width: Optional[int] = None,
+                target: str = "the model's prompt") -> np.ndarray:
+  """A prompt as float32 [P, D] from an array or a `.npy` path (any float dtype), checked by
+  `prompt_files` against `config` / `width` (D) and `length` (P) when given."""
   if isinstance(prompt, (str, os.PathLike)):
-    prompt = np.load(os.fspath(prompt))
-  array = np.asarray(prompt)
-  if not np.issubdtype(array.dtype, np.floating):
-    raise ValueError(f"prompt must be a floating-point [P, D] array, got dtype {array.dtype}.")
-  return array.astype(np.float32)
+    return prompt_files.load_prompt_file(prompt, config, length=length, width=width,
+                                         target=target)
+  return prompt_files.validate_prompt(prompt, config, length=length, width=width,
+                                      source="prompt=", target=target)
 
 
-def replace_prompt(params: dict, prompt: Any) -> dict:
-  """`params` with the prompt parameter set to `prompt` (array or `.npy` path), shape-checked."""
+def replace_prompt(params: dict, prompt: Any, config: Optional[T5Config] = None) -> dict:
+  """`params` with the prompt parameter set to `prompt` (array or `.npy` path), shape-checked
+  (`config`, when given, names the right gin file in a width-mismatch error)."""
   path = prompt_param_path(params)
   flat = tree.flatten_params(params)
-  value = read_prompt(prompt)
-  expected = tuple(np.shape(flat[path]))
-  if value.shape != expected:
-    raise ValueError(
-        f"prompt= has shape {list(value.shape)} but the model's prompt parameter '{path}' has "
-        f"shape {list(expected)}: pass a prompt of shape {list(expected)} or load the model with "
-        f"PROMPT_LENGTH={value.shape[0] if value.ndim else '?'} (and a model of width "
-        f"{value.shape[-1] if value.ndim else '?'}).")
-  flat[path] = jnp.asarray(value)
+  length, width = np.shape(flat[path])  # prompt_param_path guarantees [P, D].
+  flat[path] = jnp.asarray(read_prompt(prompt, config, length=length, width=width,
+                                       target=f"the model's prompt parameter '{path}'"))
   return tree.unflatten_params(flat)
 
 

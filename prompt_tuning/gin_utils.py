@@ -117,6 +117,16 @@ def configured(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def call_configured(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+  """Calls `fn` with its gin bindings; a missing macro raises GinConfigError naming it."""
+  try:
+    return configured(fn)(*args, **kwargs)
+  except ValueError as error:
+    if _MISSING_MACRO.search(str(error)):
+      raise _explain(error) from error
+    raise
+
+
 def operative_config_str() -> str:
   """The gin configuration as used so far (for writing into MODEL_DIR)."""
   return gin.operative_config_str()

@@ -2,7 +2,9 @@
 
 A prompt method is any Flax module satisfying `PromptMethod`: it maps the input tokens and
 their embeddings to a batched prompt [B, P, D] and says its length P. `Prompt` (prompt tuning)
-is one; P-tuning encoders and multi-task prompts plug in the same way.
+is one; P-tuning encoders, multi-task prompts (task read from the tokens) and deep prompts
+(`methods.deep_prompts.DeepPromptMethod`, which also uses the stack's per-layer seam) plug in
+the same way.
 
 Parameter layout (the frozen model keeps its T5X paths):
   encoder-decoder: `encoder/prompt/prompt/...` (prompt tuning: `encoder/prompt/prompt/prompt`,
@@ -22,7 +24,7 @@ from prompt_tuning import combine, masks
 from prompt_tuning.models.config import T5Config
 from prompt_tuning.models.decoder_only import DecoderOnly
 from prompt_tuning.models.t5 import EncoderDecoder
-from prompt_tuning.models.transformer import Decoder, DecoderCache, Encoder
+from prompt_tuning.models.transformer import Decoder, DecoderCache, Encoder, LayerInputsFn
 from prompt_tuning.prompts import PromptConfig
 
 
@@ -32,6 +34,12 @@ class PromptMethod(Protocol):
 
   A method whose produced length differs from its `length` field (e.g. a multi-task prompt
   that concatenates a shared and a task prompt) also defines `output_length`, which wins.
+
+  Optional members, used when present:
+    `for_stack(embed_dim, num_layers)` -> an unbound copy sized for the stack it is plugged
+      into (called by the prompt stacks before use);
+    `layer_inputs_fn(start_B)` -> the stack's per-layer seam (`fn(layer, x_BTD, first_position)`)
+      given the per-example prompt index [B] (deep prompts).
   """
 
   length: int  # P, the number of prompt positions it produces.
@@ -51,10 +59,24 @@ def _method_length(method: Optional[nn.Module]) -> int:
   return length
 
 
+def _method_for_stack(method: nn.Module, config: T5Config, num_layers: int) -> nn.Module:
+  """An unbound copy of `method`, sized by its `for_stack` for this stack when it has one."""
+  method = method.clone(parent=None)
+  if hasattr(method, "for_stack"):
+    method = method.for_stack(config.emb_dim, num_layers)
+  return method
+
+
 class PromptInserter(nn.Module):
   """Runs the prompt method (child `prompt`) and inserts its output among the embeddings."""
 
   prompt: nn.Module
+
+  def layer_inputs_fn(self, index_B: jax.Array) -> Optional[LayerInputsFn]:
+    """The method's per-layer seam for prompts starting at `index_B` [B], or None."""
+    if not hasattr(self.prompt, "layer_inputs_fn"):
+      return None
+    return self.prompt.layer_inputs_fn(index_B)
 
   def __call__(self, tokens_BT: jax.Array, embedded_BTD: jax.Array,
                index_B: jax.Array) -> jax.Array:
@@ -77,7 +99,12 @@ class PromptEncoder(Encoder):
   def setup(self):
     super().setup()
     _method_length(self.prompt_method)
-    self.prompt = PromptInserter(prompt=self.prompt_method.clone(parent=None))
+    self.prompt = PromptInserter(prompt=_method_for_stack(
+        self.prompt_method, self.config, self.config.num_encoder_layers))
+
+  def layer_inputs_fn(self, index_B: jax.Array) -> Optional[LayerInputsFn]:
+    """Per-layer seam of the method (deep prompts) for prompts at `index_B` [B], or None."""
+    return self.prompt.layer_inputs_fn(index_B)
 
   def add_prompt(self, tokens_BT: jax.Array,
                  embedded_BTD: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -113,7 +140,8 @@ class PromptEncoderDecoder(EncoderDecoder):
     """Tokens [B, T] -> (encoded [B, T+P, D], mask [B, T+P] for the decoder's cross-attention)."""
     embedded_BTD = self.embed(encoder_input_tokens)
     embedded_BSD, valid_BS, index_B = self.encoder.add_prompt(encoder_input_tokens, embedded_BTD)
-    encoded_BSD = self.encode_embedded(embedded_BSD, valid_BS, enable_dropout)
+    encoded_BSD = self.encode_embedded(embedded_BSD, valid_BS, enable_dropout,
+                                       layer_inputs_fn=self.encoder.layer_inputs_fn(index_B))
     if self.decoder_attends_to_prompt:
       return encoded_BSD, valid_BS
     return encoded_BSD, masks.cross_attention_valid(encoder_input_tokens > 0, index_B,
@@ -132,7 +160,12 @@ class PromptDecoder(Decoder):
   def setup(self):
     super().setup()
     _method_length(self.prompt_method)
-    self.prompt = PromptInserter(prompt=self.prompt_method.clone(parent=None))
+    self.prompt = PromptInserter(prompt=_method_for_stack(
+        self.prompt_method, self.config, self.config.num_decoder_layers))
+
+  def layer_inputs_fn(self, index_B: jax.Array) -> Optional[LayerInputsFn]:
+    """Per-layer seam of the method (deep prompts) for prompts at `index_B` [B], or None."""
+    return self.prompt.layer_inputs_fn(index_B)
 
   def add_prompt(self, tokens_BT: jax.Array, embedded_BTD: jax.Array,
                  valid_BT: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -175,7 +208,8 @@ class PromptDecoderOnly(DecoderOnly):
         decoder_input_tokens, self.embed(decoder_input_tokens), valid_BT)
     causal_BS = masks.causal_attention_with_prompt(decoder_causal_attention, index_B,
                                                    self.prompt_length)
-    logits_BSV = self.decode_embedded(embedded_BSD, valid_BS, causal_BS, enable_dropout)
+    logits_BSV = self.decode_embedded(embedded_BSD, valid_BS, causal_BS, enable_dropout,
+                                      layer_inputs_fn=self.decoder.layer_inputs_fn(index_B))
     return combine.remove_prompt(logits_BSV, index_B, self.prompt_length)
 
   def init_decode_cache(self, batch: int, max_decode_length: int) -> DecoderCache:
@@ -183,10 +217,16 @@ class PromptDecoderOnly(DecoderOnly):
     return self.decoder.init_cache(batch, max_decode_length + self.prompt_length)
 
   def prefill(self, tokens_BT: jax.Array, cache: DecoderCache) -> DecoderCache:
-    """Writes the prompt and the left-aligned tokens [B, T] at cache positions 0..T+P-1."""
+    """Writes the prompt and the left-aligned tokens [B, T] at cache positions 0..T+P-1.
+
+    Deep prompts are applied here, where the prompt positions are; generation steps come
+    after them (plain `decode_step`), so the per-layer seam would change nothing there.
+    """
     valid_BT = tokens_BT > 0
-    embedded_BSD, valid_BS, _ = self.decoder.add_prompt(tokens_BT, self.embed(tokens_BT), valid_BT)
-    return self.decoder.decode_step(embedded_BSD, cache, 0, valid_BS)[1]
+    embedded_BSD, valid_BS, index_B = self.decoder.add_prompt(tokens_BT, self.embed(tokens_BT),
+                                                              valid_BT)
+    return self.decoder.decode_step(embedded_BSD, cache, 0, valid_BS,
+                                    layer_inputs_fn=self.decoder.layer_inputs_fn(index_B))[1]
 
 
 def build_prompt_model(config: T5Config, prompt_config: PromptConfig) -> nn.Module:

@@ -139,8 +139,20 @@ def from_array(array: Any) -> Initializer:
 
 
 def np_load(path: str | os.PathLike) -> Initializer:
-  """The prompt stored in a `.npy` file [P, embed] (read when the initializer runs)."""
-  return from_array(lambda: np.load(os.fspath(path)))
+  """The prompt stored in a `.npy` file [P, embed] (read when the initializer runs).
+
+  The file is checked against the prompt's shape by `prompt_files.load_prompt_file`.
+  """
+
+  def init(rng: jax.Array, shape: Sequence[int]) -> jax.Array:
+    del rng
+    from prompt_tuning import prompt_files  # Local: keeps this module's imports minimal.
+    if len(shape) != 2:
+      raise ValueError(f"np_load: a prompt file holds a [P, D] prompt; this parameter has shape "
+                       f"{list(shape)}. Use from_array for other shapes.")
+    return jnp.asarray(prompt_files.load_prompt_file(path, length=shape[0], width=shape[1]))
+
+  return init
 
 
 def from_checkpoint_variable(checkpoint_path: str | os.PathLike,

@@ -1,6 +1,10 @@
-"""Tests for deep (per-layer) prompts and multi-task prompts (prompt_tuning/methods)."""
+"""Tests for deep (per-layer) prompts and multi-task prompts (prompt_tuning/methods): the
+pure functions, the modules, and the models built from gin by `load_model` (cached == uncached
+generation, per-example tasks, gradients on the method's parameters only)."""
 
 from __future__ import annotations
+
+import re
 
 import flax.linen as nn
 import jax
@@ -8,11 +12,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import prompt_tuning
+from prompt_tuning import api, layers
+from prompt_tuning.checkpoints import tree
 from prompt_tuning.methods import deep_prompts, multitask
 from prompt_tuning.models.attention import mask_to_bias
 from prompt_tuning.models.config import T5Config
 from prompt_tuning.models.decoder_only import DecoderOnly, prefix_lm_mask
 from prompt_tuning.models.t5 import EncoderDecoder
+
+from uncached_reference import greedy_decoder_only, greedy_encoder_decoder
 
 CONFIG = T5Config(vocab_size=32, emb_dim=8, num_heads=2, head_dim=4, mlp_dim=16,
                   num_encoder_layers=3, num_decoder_layers=3, relpos_num_buckets=8,
@@ -259,3 +268,213 @@ def test_multitask_gradient_reaches_only_used_task_rows(enc_dec):
   np.testing.assert_array_equal(task_grads[:2], 0.0)
   assert np.abs(task_grads[2]).max() > 0
   assert np.abs(np.asarray(grads["shared_prompt"])).max() > 0
+
+
+def test_task_ids_from_first_non_padding_token():
+  tokens_BT = jnp.array([[31, 5, 0],    # encoder row: sentinel first.
+                         [0, 0, 30],    # left-padded decoder-only row.
+                         [0, 29, 4],    # T5X decoder-only training row: [0, sentinel, ...].
+                         [0, 0, 0]])    # batch padding: task 0, never NaN.
+  np.testing.assert_array_equal(
+      multitask.task_ids_from_sentinel(tokens_BT, sentinel_vocab_size=32), [0, 1, 2, 0])
+  np.testing.assert_array_equal(
+      multitask.task_ids_from_sentinel(tokens_BT, task_token_offset=29), [2, 1, 0, 0])
+  assert multitask.task_ids_from_sentinel(jnp.zeros((2, 0), jnp.int32)).tolist() == [0, 0]
+
+
+def test_method_configs_check_their_fields():
+  assert deep_prompts.DeepPromptConfig(layers=[2, 1]).layers == (2, 1)  # Hashable.
+  assert deep_prompts.resolve_layers(None, 4) == (1, 2, 3)
+  with pytest.raises(ValueError, match=r"layers=\(0, 2\).*\[0, 2\)"):
+    deep_prompts.resolve_layers((0, 2), 2)
+  with pytest.raises(ValueError, match="for_stack"):
+    deep_prompts.DeepPromptMethod(length=2).init(jax.random.PRNGKey(0), jnp.ones((1, 2), jnp.int32),
+                                                 jnp.zeros((1, 2, 8)))
+  with pytest.raises(ValueError, match="task_length == length"):
+    multitask.MultiTaskPromptConfig(length=2, task_length=1, combine="add")
+  with pytest.raises(ValueError, match="'mean'"):
+    multitask.MultiTaskPromptConfig(combine="mean")
+
+
+# --- built from gin by load_model ------------------------------------------------------------
+
+DEEP_ENC_DEC = "test/t5_1_1_tiny_deep_prompt.gin"
+DEEP_DECODER_ONLY = "test/decoder_only_tiny_deep_prompt.gin"
+MULTITASK = "test/t5_1_1_tiny_multitask_prompt.gin"
+GIN_MODELS = {
+    DEEP_ENC_DEC: (layers.PromptEncoderDecoder, {"encoder/prompt/prompt/prompt": (3, 4),
+                                                 "encoder/prompt/prompt/deep/prompt": (1, 3, 4)}),
+    DEEP_DECODER_ONLY: (layers.PromptDecoderOnly, {"decoder/prompt/prompt/prompt": (3, 4),
+                                                   "decoder/prompt/prompt/deep/prompt": (1, 3, 4)}),
+    MULTITASK: (layers.PromptEncoderDecoder, {"encoder/prompt/prompt/shared_prompt": (2, 4),
+                                              "encoder/prompt/prompt/task_prompts": (3, 1, 4)}),
+}
+ENCODER_TOKENS = np.array([[5, 6, 7, 8, 1, 0], [9, 10, 1, 0, 0, 0]])
+DECODER_TOKENS = np.array([[0, 11, 12, 13, 14], [0, 14, 15, 16, 17]])
+
+
+@pytest.fixture(scope="module")
+def loaded() -> dict[str, api.LoadedModel]:
+  return {gin_file: prompt_tuning.load_model([gin_file], seed=3) for gin_file in GIN_MODELS}
+
+
+def _with(model: api.LoadedModel, path: str, value) -> api.LoadedModel:
+  """`model` with parameter `path` set to `value`."""
+  flat = tree.flatten_params(model.params)
+  flat[path] = jnp.asarray(value, jnp.float32)
+  return api.LoadedModel(model.config, model.module, tree.unflatten_params(flat),
+                         model.prompt_config)
+
+
+@pytest.mark.parametrize("gin_file", list(GIN_MODELS))
+def test_gin_file_builds_the_method_model_with_t5x_paths(loaded, gin_file):
+  model = loaded[gin_file]
+  module_type, expected = GIN_MODELS[gin_file]
+  assert isinstance(model.module, module_type)
+  method = {p: v.shape for p, v in tree.flatten_params(model.method_params).items()}
+  assert method == expected
+  # The trainer's default regex selects exactly the method's parameters; the rest is the plain
+  # model with its T5X paths.
+  flat = tree.flatten_params(model.params)
+  assert {p for p in flat if re.fullmatch(api.PROMPT_PARAMS_REGEX, p)} == set(expected)
+  plain = api.param_shapes(api.build_any_model(model.config), model.config)
+  assert {p: v.shape for p, v in tree.flatten_params(plain).items()} == {
+      p: v.shape for p, v in flat.items() if p not in expected}
+  axes = tree.flatten_params(api.param_axes(model.module, model.config))
+  for path in expected:
+    assert axes[path][-2:] == ("prompt", "prompt_embed")
+
+
+def test_deep_prompt_layers_macro():
+  # pylint: disable=protected-access
+  config = api._config_from_gin([DEEP_ENC_DEC], ["DEEP_PROMPT_LAYERS=(0, 1)"], ())
+  prompt_config = api._prompt_config_from_gin()
+  assert prompt_config.layers == (0, 1)
+  shapes = api.param_shapes(api.build_any_model(config, prompt_config), config)
+  assert tree.flatten_params(shapes)["encoder/prompt/prompt/deep/prompt"].shape == (2, 3, 4)
+
+
+def test_deep_encoder_decoder_generation_and_prompt_argument(loaded):
+  model = loaded[DEEP_ENC_DEC]
+  cached = model.generate(ENCODER_TOKENS, len(DECODER_TOKENS[0]))
+  np.testing.assert_array_equal(cached, greedy_encoder_decoder(model, ENCODER_TOKENS,
+                                                               len(DECODER_TOKENS[0])))
+  # (Shapes as in the reference's calls: one compilation.)
+  logits = np.asarray(model.logits(ENCODER_TOKENS, DECODER_TOKENS))
+  # The per-layer prompt reaches the output (so the equality above is not vacuous) ...
+  other = _with(model, "encoder/prompt/prompt/deep/prompt", np.full((1, 3, 4), 0.3))
+  assert np.abs(np.asarray(other.logits(ENCODER_TOKENS, DECODER_TOKENS)) - logits).max() > 1e-4
+  # ... and prompt= replaces the input prompt only (the [P, D] one at prompt tuning's path).
+  new_prompt = np.linspace(-1, 1, 12).reshape(3, 4)
+  want = _with(model, "encoder/prompt/prompt/prompt", new_prompt)
+  np.testing.assert_array_equal(model.logits(ENCODER_TOKENS, DECODER_TOKENS, prompt=new_prompt),
+                                want.logits(ENCODER_TOKENS, DECODER_TOKENS))
+
+
+def test_deep_decoder_only_cached_equals_uncached_left_and_right_padding(loaded):
+  model = loaded[DEEP_DECODER_ONLY]
+  rows = [[5, 6, 7, 8, 9], [10, 11]]
+  right = np.array([r + [0] * (5 - len(r)) for r in rows])
+  left = np.array([[0] * (5 - len(r)) + r for r in rows])
+  generated = model.generate(right, 5)
+  np.testing.assert_array_equal(model.generate(left, 5), generated)
+  for row, inputs in enumerate(rows):
+    assert generated[row].tolist() == greedy_decoder_only(model, inputs, 5)
+  padded = np.array([rows[0] + [0] * 5])  # The reference's shape: no new compilation.
+  logits = np.asarray(model.logits(padded))
+  other = _with(model, "decoder/prompt/prompt/deep/prompt", np.full((1, 3, 4), 0.3))
+  assert np.abs(np.asarray(other.logits(padded)) - logits).max() > 1e-4
+
+
+def _sentinel(task: int) -> int:
+  return 32100 - 1 - task  # <extra_id_task> in T5's vocabulary (MULTITASK_SENTINEL_VOCAB_SIZE).
+
+
+def test_multitask_each_example_uses_only_its_own_task_prompt(loaded):
+  model = loaded[MULTITASK]
+  tokens = np.array([[_sentinel(0), 5, 6, 1, 0], [_sentinel(1), 7, 8, 9, 1],
+                     [_sentinel(2), 5, 6, 1, 0], [_sentinel(1), 10, 1, 0, 0]])
+  decoder = np.array([[0, 11, 12, 13], [0, 13, 14, 15], [0, 11, 12, 13], [0, 15, 16, 17]])
+  mixed = np.asarray(model.logits(tokens, decoder))
+  for row in range(4):
+    alone = np.asarray(model.logits(tokens[row:row + 1], decoder[row:row + 1]))[0]
+    np.testing.assert_allclose(mixed[row], alone, atol=1e-5)
+  # Changing task 1's prompt changes rows 1 and 3 only, and leaves the others bit-identical.
+  path = "encoder/prompt/prompt/task_prompts"
+  task_prompts = np.array(tree.flatten_params(model.params)[path])
+  task_prompts[1] += 0.5
+  changed = np.asarray(_with(model, path, task_prompts).logits(tokens, decoder))
+  np.testing.assert_array_equal(changed[[0, 2]], mixed[[0, 2]])
+  assert np.abs(changed[[1, 3]] - mixed[[1, 3]]).min(axis=-1).max() > 1e-4
+  np.testing.assert_array_equal(model.generate(tokens, 4), greedy_encoder_decoder(model, tokens, 4))
+
+
+def test_decoder_only_multitask_reads_the_task_after_padding_and_start_token():
+  config = CONFIG.replace(architecture="decoder_only", num_encoder_layers=0)
+  prompt_config = multitask.MultiTaskPromptConfig(length=2, num_tasks=2, task_length=1,
+                                                  sentinel_vocab_size=32)  # Sentinels 31, 30.
+  module = api.build_any_model(config, prompt_config)
+  params = jax.jit(lambda rng: api.init_params(module, config, rng))(jax.random.PRNGKey(4))
+  model = api.LoadedModel(config, module, params, prompt_config)
+  rows = [[31, 5, 6, 7], [30, 8, 9]]
+  right = np.array([r + [0] * (4 - len(r)) for r in rows])
+  left = np.array([[0] * (4 - len(r)) + r for r in rows])
+  generated = model.generate(right, 4)
+  np.testing.assert_array_equal(model.generate(left, 4), generated)
+  for row, inputs in enumerate(rows):
+    assert generated[row].tolist() == greedy_decoder_only(model, inputs, 4)
+  # T5X training rows start with the 0 start token: the task is still the sentinel's (task 0).
+  inputs, targets = np.array([[0, 31, 5, 6]]), np.array([[31, 5, 6, 7]])
+  base = np.asarray(model.logits(inputs, decoder_target_tokens=targets))
+  path = "decoder/prompt/prompt/task_prompts"
+  task_prompts = np.asarray(tree.flatten_params(params)[path])
+  np.testing.assert_array_equal(
+      _with(model, path, task_prompts + np.array([0.0, 1.0])[:, None, None]).logits(
+          inputs, decoder_target_tokens=targets), base)
+  assert np.abs(np.asarray(_with(model, path, task_prompts + np.array([1.0, 0.0])[:, None, None])
+                           .logits(inputs, decoder_target_tokens=targets)) - base).max() > 1e-4
+
+
+@pytest.mark.parametrize("gin_file", list(GIN_MODELS))
+def test_gradients_reach_only_the_method_parameters(loaded, gin_file):
+  model = loaded[gin_file]
+  flat = tree.flatten_params(model.params)
+  trainable = tree.unflatten_params(
+      {p: v for p, v in flat.items() if re.fullmatch(api.PROMPT_PARAMS_REGEX, p)})
+  frozen = {p: v for p, v in flat.items() if not re.fullmatch(api.PROMPT_PARAMS_REGEX, p)}
+  if model.is_decoder_only:
+    inputs = (jnp.asarray(ENCODER_TOKENS),)
+  else:
+    encoder = np.array([[_sentinel(2), 5, 6, 1], [_sentinel(0), 7, 1, 0]])
+    inputs = (jnp.asarray(encoder), jnp.asarray(DECODER_TOKENS))
+
+  def loss(trainable_params):
+    params = tree.unflatten_params({**frozen, **tree.flatten_params(trainable_params)})
+    logits = model.module.apply({"params": params}, *inputs)
+    return jnp.mean(jax.nn.log_softmax(logits)[..., 3])
+
+  grad_fn = jax.grad(loss)
+  # The differentiated program outputs only the method's gradients (frozen ones never exist).
+  jaxpr = jax.make_jaxpr(grad_fn)(trainable)
+  expected_shapes = [leaf.shape for leaf in jax.tree_util.tree_leaves(trainable)]
+  assert [v.aval.shape for v in jaxpr.jaxpr.outvars] == expected_shapes
+  grads = tree.flatten_params(jax.jit(grad_fn)(trainable))
+  assert set(grads) == set(GIN_MODELS[gin_file][1])
+  for path, grad in grads.items():
+    grad = np.asarray(grad)
+    if path.endswith("task_prompts"):  # Tasks 0 and 2 are used, task 1 is not.
+      assert np.abs(grad[[0, 2]]).min(axis=-1).max() > 0
+      np.testing.assert_array_equal(grad[1], 0.0)
+    else:
+      assert np.abs(grad).max() > 0, path
+
+
+def test_deep_and_multitask_models_restore_frozen_weights_from_t5x(t5x_tiny_checkpoint):
+  plain = tree.flatten_params(
+      prompt_tuning.load_model(["test/t5_1_1_tiny.gin"], checkpoint=t5x_tiny_checkpoint).params)
+  for gin_file in (DEEP_ENC_DEC, MULTITASK):
+    flat = tree.flatten_params(
+        prompt_tuning.load_model([gin_file], checkpoint=t5x_tiny_checkpoint).params)
+    for path, value in plain.items():
+      np.testing.assert_array_equal(flat.pop(path), value)
+    assert {p: v.shape for p, v in flat.items()} == GIN_MODELS[gin_file][1]  # Fresh method params.

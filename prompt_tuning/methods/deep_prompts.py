@@ -2,15 +2,26 @@
 
 A learned prompt [P, D] per selected layer replaces the hidden states at the P prompt positions
 of that layer's input; at layer 0 those positions hold the input-level prompt (placed by the
-prompt model), whose own parameter is separate. The stacks apply it through their
-`layer_inputs_fn` seam (`Encoder`, `Decoder.__call__`, `Decoder.decode_step`).
+prompt model, like prompt tuning's). The stacks apply it through their `layer_inputs_fn` seam
+(`Encoder`, `Decoder.__call__`, `Decoder.decode_step`): encoder-decoder models get deep prompts
+in the encoder (the only stack with prompt positions), decoder-only models in the decoder.
 
-Parameter: `prompt` [num selected layers, P, D], logical axes ("layers", "prompt",
-"prompt_embed"), held by a module named `deep_prompt` (e.g. `encoder/deep_prompt/prompt`).
+`DeepPromptMethod` is the prompt method `prompt_tuning.layers` plugs in (built from
+`DeepPromptConfig`, bound in configs/architectures/deep_prompts.gin). Its parameters live
+inside the prompt model's method scope, so the trainable regex `.*/prompt/.*` selects both:
+  `encoder/prompt/prompt/prompt` [P, D]: the input prompt, at prompt tuning's path (released
+    prompts and `load_model(...).logits(prompt=...)` apply to it unchanged);
+  `encoder/prompt/prompt/deep/prompt` [len(layers), P, D], axes ("layers", "prompt",
+    "prompt_embed"): the per-layer prompts (decoder-only: `decoder/prompt/prompt/...`).
+
+Cached decoding (decoder-only): the prompt positions are written by the prefill, which applies
+the per-layer prompts; later steps sit after the prompt, where `replace_positions` changes
+nothing, so the cache holds exactly the keys/values of the uncached forward.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Optional, Sequence
 
 import flax.linen as nn
@@ -135,7 +146,122 @@ def encode_with_deep_prompts(model: nn.Module, embedded_BTD: jax.Array, mask_BT:
                                **encoder_kwargs)
 
 
-def maybe_layer_inputs_fn(deep_prompt: Optional[DeepPrompt],
-                          start_B: jax.Array | int = 0) -> Optional[LayerInputsFn]:
-  """`deep_prompt.layer_inputs_fn(start_B)`, or None when there is no deep prompt."""
-  return None if deep_prompt is None else deep_prompt.layer_inputs_fn(start_B)
+def resolve_layers(layers: Optional[Sequence[int]], num_layers: int) -> tuple[int, ...]:
+  """The selected layer indices: `layers`, or every layer after the first (1..L-1) when None."""
+  if layers is None:
+    return tuple(range(1, num_layers))
+  resolved = tuple(int(layer) for layer in layers)
+  bad = [layer for layer in resolved if not 0 <= layer < num_layers]
+  if bad or len(set(resolved)) != len(resolved):
+    raise ValueError(
+        f"Deep prompt layers={resolved} must be distinct indices in [0, {num_layers}) (the stack "
+        f"has {num_layers} layers); set DEEP_PROMPT_LAYERS / DeepPromptConfig.layers accordingly "
+        "or None for every layer after the first.")
+  return resolved
+
+
+class DeepPromptMethod(nn.Module):
+  """Prompt method with deep prompts: an input prompt [P, D] plus per-layer prompts.
+
+  Satisfies `prompt_tuning.layers.PromptMethod` and adds the two optional members the prompt
+  stacks look for: `for_stack(embed_dim, num_layers)` (fills in the stack's width and depth)
+  and `layer_inputs_fn(start_B)` (the stack's per-layer seam).
+
+  Attributes:
+    length: prompt length P.
+    layers: stack layers that receive a deep prompt (None: 1..L-1; see `DeepPrompt.layers`).
+    initializer: `(rng, [P, D]) -> array` for the input prompt `prompt`.
+    deep_initializer: `(rng, [len(layers), P, D]) -> array` for `deep/prompt`.
+    embed_dim, num_layers: the stack's width D and depth L (set by `for_stack`).
+  """
+
+  length: int
+  layers: Optional[tuple[int, ...]] = None
+  initializer: Initializer = prompts.uniform()
+  deep_initializer: Initializer = prompts.uniform()
+  embed_dim: Optional[int] = None
+  num_layers: Optional[int] = None
+
+  def for_stack(self, embed_dim: int, num_layers: int) -> "DeepPromptMethod":
+    """An unbound copy sized for a stack of `num_layers` layers of width `embed_dim`."""
+    return self.clone(parent=None, embed_dim=int(embed_dim), num_layers=int(num_layers))
+
+  def _check_sized(self) -> None:
+    if self.embed_dim is None or self.num_layers is None:
+      raise ValueError(
+          "DeepPromptMethod needs the stack's embed_dim and num_layers: plug it into a prompt "
+          "model (prompt_tuning.layers.build_prompt_model / PromptEncoderDecoder / "
+          "PromptDecoderOnly), which calls for_stack, or call for_stack(embed_dim, num_layers).")
+
+  def setup(self):
+    if self.embed_dim is None or self.num_layers is None:
+      return  # Not sized yet (a template the stacks copy); using it raises in _check_sized.
+    init = self.initializer
+
+    def prompt_init(rng: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+      value = jnp.asarray(init(rng, shape), dtype)
+      if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"Input prompt initializer returned shape {tuple(value.shape)}, "
+                         f"expected {tuple(shape)} = (length, embed_dim).")
+      return value
+
+    self.prompt_PD = param_with_axes(self, "prompt", prompt_init, (self.length, self.embed_dim),
+                                     prompts.PROMPT_AXES)
+    self.deep = DeepPrompt(self.length, self.embed_dim,
+                           resolve_layers(self.layers, self.num_layers), self.deep_initializer)
+
+  def __call__(self, tokens_BT: jax.Array, embedded_BTD: jax.Array) -> jax.Array:
+    """Tokens [B, T] and embeddings [B, T, D] -> the input prompt [B, P, D] (activation dtype)."""
+    self._check_sized()
+    if embedded_BTD.shape[-1] != self.embed_dim:
+      raise ValueError(f"Embeddings of width {embedded_BTD.shape[-1]} do not fit a deep prompt "
+                       f"of width embed_dim={self.embed_dim}; size it with the model's emb_dim.")
+    batch = embedded_BTD.shape[0]
+    return jnp.broadcast_to(self.prompt_PD.astype(embedded_BTD.dtype)[None],
+                            (batch,) + self.prompt_PD.shape)
+
+  def layer_inputs_fn(self, start_B: jax.Array | int = 0) -> LayerInputsFn:
+    """The stack's seam: deep prompts over rows [start, start + P) of the selected layers."""
+    self._check_sized()
+    return self.deep.layer_inputs_fn(start_B)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepPromptConfig:
+  """Deep prompts as a prompt method for `prompt_tuning.layers.build_prompt_model` / gin.
+
+  Same contract as `prompt_tuning.prompts.PromptConfig` (length, placement,
+  decoder_attends_to_prompt, `make_method()`). Bound in configs/architectures/deep_prompts.gin.
+
+  Attributes:
+    length: prompt length P (input prompt and every per-layer prompt).
+    layers: layers of the prompted stack (the encoder; decoder-only: the decoder) that get a
+      deep prompt; None = every layer after the first.
+    initializer / deep_initializer: see `DeepPromptMethod`.
+    placement: one of `prompts.PLACEMENTS` (encoder-decoder; decoder-only uses "prefix").
+    decoder_attends_to_prompt: False hides the prompt positions from cross-attention.
+  """
+
+  method: str = "deep_prompts"
+  length: int = 100
+  layers: Optional[tuple[int, ...]] = None
+  initializer: Initializer = prompts.uniform()
+  deep_initializer: Initializer = prompts.uniform()
+  placement: str = "prefix"
+  decoder_attends_to_prompt: bool = True
+
+  def __post_init__(self):
+    if self.method != "deep_prompts":
+      raise ValueError(f"DeepPromptConfig.method={self.method!r}; it describes 'deep_prompts' "
+                       "only.")
+    if self.placement not in prompts.PLACEMENTS:
+      raise ValueError(f"DeepPromptConfig.placement={self.placement!r}; use one of "
+                       f"{prompts.PLACEMENTS}.")
+    if self.length < 0:
+      raise ValueError(f"DeepPromptConfig.length={self.length} must be >= 0.")
+    if self.layers is not None:  # Hashable (the module is a static jit argument).
+      object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
+
+  def make_method(self) -> DeepPromptMethod:
+    """The (unbound) prompt module; the prompt stack sizes it with `for_stack`."""
+    return DeepPromptMethod(self.length, self.layers, self.initializer, self.deep_initializer)

@@ -3,6 +3,10 @@
 T5 attention has no bias terms and no 1/sqrt(head_dim) logit scaling (it is folded into the
 query initialisation). Kernels are 2-D as in Flaxformer: query/key/value [embed, heads*head_dim]
 (axes "embed", "joined_kv"), out [heads*head_dim, embed] (axes "joined_kv", "embed").
+
+Decoding keeps keys/values heads-major, [batch, heads, head_dim, S] (`KVCache`, precomputed
+cross-attention keys/values): the layout XLA's batched matmuls read, so a decoding step never
+transposes the whole cache (on CPU such per-step transposes cost as much as the step's matmuls).
 """
 
 from __future__ import annotations
@@ -24,17 +28,22 @@ NEG_INF = -1e10
 class KVCache:
   """Keys and values of one attention layer for decoding; every leaf is batch-major.
 
-  key_BSNH / value_BSNH: [batch, max_length, heads, head_dim].
+  key_BNHS / value_BNHS: [batch, heads, head_dim, max_length] (heads-major, positions last).
   """
 
-  key_BSNH: jax.Array
-  value_BSNH: jax.Array
+  key_BNHS: jax.Array
+  value_BNHS: jax.Array
 
   @classmethod
   def zeros(cls, batch: int, max_length: int, num_heads: int, head_dim: int,
             dtype: jnp.dtype) -> "KVCache":
-    shape = (batch, max_length, num_heads, head_dim)
+    shape = (batch, num_heads, head_dim, max_length)
     return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+
+def heads_major(x_BSNH: jax.Array) -> jax.Array:
+  """[batch, S, heads, head_dim] -> [batch, heads, head_dim, S] (the decoding layout)."""
+  return jnp.transpose(x_BSNH, (0, 2, 3, 1))
 
 
 @flax.struct.dataclass
@@ -61,6 +70,17 @@ def attention_mask(query_valid_BT: jax.Array, key_valid_BS: jax.Array) -> jax.Ar
 def causal_mask(query_positions_T: jax.Array, key_positions_S: jax.Array) -> jax.Array:
   """Mask [1, 1, T, S]: key position <= query position."""
   return (key_positions_S[None, :] <= query_positions_T[:, None])[None, None]
+
+
+def _write(cached_BNHS: jax.Array, new_BTNH: jax.Array, index: jax.Array | int,
+           mask_BT: Optional[jax.Array]) -> jax.Array:
+  """`cached` with `new` written at positions index..index+T-1 (only where `mask_BT`, if given)."""
+  start = (0, 0, 0, index)
+  new_BNHT = heads_major(new_BTNH.astype(cached_BNHS.dtype))
+  if mask_BT is not None:
+    old_BNHT = jax.lax.dynamic_slice(cached_BNHS, start, new_BNHT.shape)
+    new_BNHT = jnp.where((mask_BT > 0)[:, None, None, :], new_BNHT, old_BNHT)
+  return jax.lax.dynamic_update_slice(cached_BNHS, new_BNHT, start)
 
 
 class MultiHeadAttention(nn.Module):
@@ -103,7 +123,9 @@ class MultiHeadAttention(nn.Module):
                cache: Optional[KVCache] = None,
                cache_index: jax.Array | int = 0,
                precomputed_kv: Optional[tuple[jax.Array, jax.Array]] = None,
-               prefix: Optional[KVPrefix] = None) -> tuple[jax.Array, Optional[KVCache]]:
+               prefix: Optional[KVPrefix] = None,
+               cache_write_mask_BT: Optional[jax.Array] = None
+               ) -> tuple[jax.Array, Optional[KVCache]]:
     """Attends queries to keys/values; returns ([batch, T, embed], updated cache or None).
 
     Args:
@@ -113,34 +135,39 @@ class MultiHeadAttention(nn.Module):
         bias), where S_total counts prefix positions first, then cache or input positions.
       cache: when given, the new keys/values are written at `cache_index` and attention runs
         over the whole cache (its length is the key axis).
-      precomputed_kv: keys/values [batch, S, heads, head_dim] computed once (cross-attention
-        during decoding).
+      precomputed_kv: keys/values [batch, heads, head_dim, S] computed once (cross-attention
+        during decoding; `heads_major` of `project_kv`).
       prefix: prefix keys/values attended before all others.
+      cache_write_mask_BT: [batch, T], with `cache`: only positions where it is true are written;
+        the others keep their cached keys/values (a prefill leaves a reused prompt in place).
     """
     query_BTNH = self._split_heads(self.query(inputs_q_BTD))
     if precomputed_kv is not None:
-      key_BSNH, value_BSNH = precomputed_kv
+      (key, value), layout = precomputed_kv, "bnhs"
     else:
-      key_BSNH, value_BSNH = self.project_kv(inputs_kv_BSD)
-    if cache is not None:
-      start = (0, cache_index, 0, 0)
-      cache = KVCache(
-          jax.lax.dynamic_update_slice(cache.key_BSNH, key_BSNH.astype(cache.key_BSNH.dtype),
-                                       start),
-          jax.lax.dynamic_update_slice(cache.value_BSNH,
-                                       value_BSNH.astype(cache.value_BSNH.dtype), start))
-      key_BSNH, value_BSNH = cache.key_BSNH, cache.value_BSNH
-    if prefix is not None:
-      key_BSNH = jnp.concatenate([prefix.key_BPNH.astype(key_BSNH.dtype), key_BSNH], axis=1)
-      value_BSNH = jnp.concatenate([prefix.value_BPNH.astype(value_BSNH.dtype), value_BSNH],
-                                   axis=1)
+      key, value = self.project_kv(inputs_kv_BSD)
+      layout = "bsnh"
+      if cache is not None:
+        cache = KVCache(_write(cache.key_BNHS, key, cache_index, cache_write_mask_BT),
+                        _write(cache.value_BNHS, value, cache_index, cache_write_mask_BT))
+        key, value, layout = cache.key_BNHS, cache.value_BNHS, "bnhs"
 
-    logits_BNTS = jnp.einsum("btnh,bsnh->bnts", query_BTNH, key_BSNH.astype(self.dtype),
+    logits_BNTS = jnp.einsum(f"btnh,{layout}->bnts", query_BTNH, key.astype(self.dtype),
                              preferred_element_type=jnp.float32)
+    num_prefix = 0
+    if prefix is not None:  # Scored apart, so the (cached) keys are never copied.
+      num_prefix = prefix.key_BPNH.shape[1]
+      prefix_BNTP = jnp.einsum("btnh,bpnh->bntp", query_BTNH, prefix.key_BPNH.astype(self.dtype),
+                               preferred_element_type=jnp.float32)
+      logits_BNTS = jnp.concatenate([prefix_BNTP, logits_BNTS], axis=-1)
     if bias_BNTS is not None:
       logits_BNTS = logits_BNTS + bias_BNTS.astype(jnp.float32)
     weights_BNTS = jax.nn.softmax(logits_BNTS, axis=-1).astype(self.dtype)
     weights_BNTS = self.weights_dropout(weights_BNTS, deterministic=deterministic)
-    context_BTNH = jnp.einsum("bnts,bsnh->btnh", weights_BNTS, value_BSNH.astype(self.dtype))
+    context_BTNH = jnp.einsum(f"bnts,{layout}->btnh", weights_BNTS[..., num_prefix:],
+                              value.astype(self.dtype))
+    if prefix is not None:
+      context_BTNH = context_BTNH + jnp.einsum("bntp,bpnh->btnh", weights_BNTS[..., :num_prefix],
+                                               prefix.value_BPNH.astype(self.dtype))
     context_BTJ = context_BTNH.reshape(context_BTNH.shape[:2] + (-1,))
     return self.out(context_BTJ), cache

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from prompt_tuning.models.attention import attention_mask, causal_mask
 from prompt_tuning.models.config import T5Config
-from prompt_tuning.models.transformer import Decoder, DecoderCache
+from prompt_tuning.models.transformer import Decoder, DecoderCache, LayerInputsFn
 
 
 def prefix_lm_mask(valid_BS: jax.Array,
@@ -46,10 +46,15 @@ class DecoderOnly(nn.Module):
 
   def decode_embedded(self, embedded_BSD: jax.Array, valid_BS: jax.Array,
                       decoder_causal_attention: Optional[jax.Array] = None,
-                      enable_dropout: bool = False) -> jax.Array:
-    """Full pass over embeddings [batch, S, embed] -> logits [batch, S, vocab]."""
+                      enable_dropout: bool = False,
+                      layer_inputs_fn: Optional[LayerInputsFn] = None) -> jax.Array:
+    """Full pass over embeddings [batch, S, embed] -> logits [batch, S, vocab].
+
+    `layer_inputs_fn` (optional, e.g. deep prompts) rewrites each layer's input.
+    """
     mask = prefix_lm_mask(valid_BS, decoder_causal_attention)
-    return self.decoder(embedded_BSD, mask, deterministic=not enable_dropout)
+    return self.decoder(embedded_BSD, mask, deterministic=not enable_dropout,
+                        layer_inputs_fn=layer_inputs_fn)
 
   def __call__(self,
                decoder_input_tokens: jax.Array,

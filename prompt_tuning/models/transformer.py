@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from prompt_tuning.models.attention import (KVCache, KVPrefix, MultiHeadAttention, causal_mask,
-                                            mask_to_bias)
+                                            heads_major, mask_to_bias)
 from prompt_tuning.models.config import T5Config
 from prompt_tuning.models.layers import Dense, Embed, MlpBlock, RMSNorm
 from prompt_tuning.models.relpos import RelativePositionBias
@@ -110,8 +110,9 @@ class DecoderLayer(nn.Module):
     self.dropout = _dropout(self.config)
 
   def cross_kv(self, encoded_BTD: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Cross-attention keys/values [batch, T, heads, head_dim], computed once per generation."""
-    return self.encoder_decoder_attention.project_kv(encoded_BTD)
+    """Cross-attention keys/values [batch, heads, head_dim, T], computed once per generation."""
+    key_BTNH, value_BTNH = self.encoder_decoder_attention.project_kv(encoded_BTD)
+    return heads_major(key_BTNH), heads_major(value_BTNH)
 
   def __call__(self,
                y_BSD: jax.Array,
@@ -124,10 +125,13 @@ class DecoderLayer(nn.Module):
                cache_index: jax.Array | int = 0,
                cross_kv: Optional[tuple[jax.Array, jax.Array]] = None,
                self_prefix: Optional[KVPrefix] = None,
-               cross_prefix: Optional[KVPrefix] = None) -> tuple[jax.Array, Optional[KVCache]]:
+               cross_prefix: Optional[KVPrefix] = None,
+               cache_write_mask_BS: Optional[jax.Array] = None
+               ) -> tuple[jax.Array, Optional[KVCache]]:
     h_BSD = self.pre_self_attention_layer_norm(y_BSD)
     h_BSD, cache = self.self_attention(h_BSD, h_BSD, self_bias_BNSS, deterministic=deterministic,
-                                       cache=cache, cache_index=cache_index, prefix=self_prefix)
+                                       cache=cache, cache_index=cache_index, prefix=self_prefix,
+                                       cache_write_mask_BT=cache_write_mask_BS)
     y_BSD = y_BSD + self.dropout(h_BSD, deterministic=deterministic)
     if self.cross_attention:
       h_BSD = self.pre_cross_attention_layer_norm(y_BSD)
@@ -189,7 +193,8 @@ class DecoderCache:
   """Decoding state of a decoder stack; every leaf is batch-major (beam search gathers rows).
 
   self_attention: per-layer KVCache of length max_length.
-  cross_kv: per-layer precomputed encoder keys/values, or None (decoder-only).
+  cross_kv: per-layer precomputed encoder keys/values [batch, heads, head_dim, T], or None
+    (decoder-only).
   key_valid_BS: int32 [batch, max_length], 1 where a cached position holds a real token.
   encoder_valid_BT: int32 [batch, encoder length] or None.
   self_prefix / cross_prefix: per-layer KVPrefix [batch, P, heads, head_dim] (prefix tuning),
@@ -336,15 +341,19 @@ class Decoder(nn.Module):
     """Runs Q new positions starting at cache position `index` -> (logits [batch, Q, vocab], cache).
 
     One mechanism serves prefill (Q = prompt length, index 0) and generation (Q = 1).
-    `valid_BQ` marks real tokens among the new positions (default: all real).
+    `valid_BQ` marks real tokens among the new positions (default: all real); positions it marks
+    invalid are not written, so cache entries already there (a reused prompt) stay in place.
     """
     dtype = self.config.activation_dtype
     batch, num_new = embedded_BQD.shape[:2]
     max_length = cache.key_valid_BS.shape[1]
-    if valid_BQ is None:
-      valid_BQ = jnp.ones((batch, num_new), jnp.int32)
-    key_valid_BS = jax.lax.dynamic_update_slice(cache.key_valid_BS, valid_BQ.astype(jnp.int32),
-                                                (0, index))
+    write_mask_BQ = None if valid_BQ is None else valid_BQ > 0
+    if write_mask_BQ is None:
+      new_valid_BQ = jnp.ones((batch, num_new), jnp.int32)
+    else:
+      old_valid_BQ = jax.lax.dynamic_slice(cache.key_valid_BS, (0, index), (batch, num_new))
+      new_valid_BQ = jnp.where(write_mask_BQ, 1, old_valid_BQ)
+    key_valid_BS = jax.lax.dynamic_update_slice(cache.key_valid_BS, new_valid_BQ, (0, index))
     query_positions_Q = index + jnp.arange(num_new)
     mask_B1QS = causal_mask(query_positions_Q, jnp.arange(max_length)) & (
         key_valid_BS[:, None, None, :] > 0)
@@ -364,7 +373,8 @@ class Decoder(nn.Module):
           y_BQD, self_bias, None, cross_bias, True, cache=cache.self_attention[index_layer],
           cache_index=index, cross_kv=cross_kv,
           self_prefix=cache.self_prefix[index_layer] if cache.self_prefix else None,
-          cross_prefix=cache.cross_prefix[index_layer] if cache.cross_prefix else None)
+          cross_prefix=cache.cross_prefix[index_layer] if cache.cross_prefix else None,
+          cache_write_mask_BS=write_mask_BQ)
       new_self.append(layer_cache)
     cache = cache.replace(self_attention=tuple(new_self), key_valid_BS=key_valid_BS)
     return self._logits(y_BQD, True), cache

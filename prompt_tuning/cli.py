@@ -1,0 +1,121 @@
+"""The train / eval / infer commands: T5X's flags, the gin stack, one-line errors.
+
+Flags (as `python -m t5x.train`): `--gin_file` (repeatable; models -> prompts -> decoding -> runs,
+later files win), `--gin.NAME=VALUE` (a binding; e.g. `--gin.MODEL_DIR="'/tmp/run'"`),
+`--gin_bindings`, `--gin_search_paths`, `--tfds_data_dir`, and for multi-host runs
+`--multiprocess_gpu` / `--coordinator_address` / `--process_count` / `--process_index`
+(passed to `jax.distributed.initialize`; on TPU pods `jax.distributed.initialize()` needs none).
+This module and `gin_utils` are the only places gin is parsed.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Sequence
+
+from absl import app, flags
+
+# Errors a user can fix from their command line: printed as one line, no traceback.
+_USER_ERROR_NAMES = (
+    "GinConfigError", "CheckpointMismatchError", "TaskNotFoundError", "ModelDirError",
+    "NonFiniteLossError", "TrainStepsError", "NothingToTrainError", "PromptFileError",
+    "UnknownLogicalAxisError", "FileTaskError")
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Registers the commands' flags (once per process)."""
+  if "gin_file" in FLAGS:
+    return
+  flags.DEFINE_multi_string("gin_file", [], "gin files, in order (later files win).")
+  flags.DEFINE_multi_string("gin_bindings", [], "gin bindings NAME=VALUE (also --gin.NAME=VALUE).")
+  flags.DEFINE_list("gin_search_paths", [], "extra folders to find gin files in.")
+  flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory (overrides seqio's default).")
+  flags.DEFINE_bool("multiprocess_gpu", False, "initialize jax.distributed for multi-host GPU.")
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
+  flags.DEFINE_integer("process_count", None, "number of processes (multi-host).")
+  flags.DEFINE_integer("process_index", None, "index of this process (multi-host).")
+
+
+def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
+  """`--gin.NAME=VALUE` -> `--gin_bindings=NAME = VALUE` (T5X's shorthand)."""
+  out = []
+  for arg in argv:
+    if arg.startswith("--gin.") and "=" in arg:
+      name, value = arg[len("--gin."):].split("=", 1)
+      out.append(f"--gin_bindings={name} = {value}")
+    else:
+      out.append(arg)
+  return out
+
+
+def _initialize_distributed() -> None:
+  import jax  # Local: flags are parsed before JAX starts.
+  if FLAGS.multiprocess_gpu or FLAGS.coordinator_address:
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.process_count,
+                               process_id=FLAGS.process_index)
+
+
+def _is_user_error(error: BaseException) -> bool:
+  return any(cls.__name__ in _USER_ERROR_NAMES for cls in type(error).__mro__)
+
+
+def _configured_call(command: Callable[..., Any]) -> Any:
+  """Parses the gin stack, builds the model config and calls the gin-bound `command`."""
+  from prompt_tuning import api, gin_utils  # Local: keep `--help` fast.
+  from prompt_tuning.models import config as model_config
+
+  _initialize_distributed()
+  if FLAGS.tfds_data_dir:
+    import seqio
+    seqio.set_tfds_data_dir_override(FLAGS.tfds_data_dir)
+  gin_utils.parse_gin_config(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
+  config = gin_utils.call_configured(model_config.T5Config)
+  prompt_config = api._prompt_config_from_gin()
+  kwargs: dict[str, Any] = dict(model_config=config, prompt_config=prompt_config)
+  if "config_text" in getattr(command, "__code__").co_varnames:
+    kwargs["config_text"] = gin_utils.config_str()
+  return gin_utils.call_configured(command, **kwargs)
+
+
+def execute(command_fn: Callable[[], Callable[..., Any]], argv: Sequence[str]) -> Any:
+  """Parses `argv` (program name first) and runs the command in this process; returns its result.
+
+  Errors propagate (see `run` for the one-line CLI behaviour); used by tests and notebooks.
+  """
+  define_flags()
+  FLAGS.unparse_flags()
+  FLAGS(rewrite_gin_args(argv))
+  return _configured_call(command_fn())
+
+
+def user_error_message(error: BaseException) -> str | None:
+  """The one-line message of an error the user can fix, or None for a bug (keep the traceback)."""
+  if _is_user_error(error) or isinstance(error, FileNotFoundError):
+    # gin appends "In call to configurable ..." lines; the first line is the message.
+    return f"error: {str(error).strip().splitlines()[0]}"
+  return None
+
+
+def run(command_fn: Callable[[], Callable[..., Any]], argv: Sequence[str] | None = None) -> None:
+  """Runs a command (a function returning the gin-bound callable) with absl flag parsing."""
+  define_flags()
+  argv = rewrite_gin_args(sys.argv if argv is None else argv)
+  quiet = not any(a.startswith(("--verbosity", "-v=", "--alsologtostderr")) for a in argv)
+
+  def main(unused_argv: Sequence[str]) -> None:
+    if quiet:  # Library INFO logs (orbax, seqio) drown the progress lines.
+      from absl import logging
+      logging.set_verbosity(logging.WARNING)
+    try:
+      _configured_call(command_fn())
+    except Exception as error:  # pylint: disable=broad-except
+      message = user_error_message(error)
+      if message is None:
+        raise
+      print(message, file=sys.stderr, flush=True)
+      sys.exit(1)
+
+  app.run(main, argv=argv)

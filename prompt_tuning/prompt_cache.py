@@ -1,0 +1,178 @@
+"""A decoder-only model's prompt keys/values, computed once and reused by every generation.
+
+A decoder-only prompt model (`layers.PromptDecoderOnly`) places its P prompt positions right
+before each row's first real token. The prompt does not depend on the inputs (prompt tuning,
+P-tuning, deep prompts) and T5 has only relative positions, and the padding in front of the
+prompt is masked: so the prompt's keys/values in every layer are the same for every row and
+every batch. `build_prompt_cache` runs the prompt through the decoder once ([1, P] positions);
+`generate` then, per batch:
+
+  1. makes the usual empty cache [B, P + T + new] and copies the prompt's keys/values into each
+     row at the row's prompt position (after its left padding), exactly where the model's own
+     prefill would have computed them;
+  2. prefills only the inputs (cache positions P..P+T-2), whose padding is not written
+     (`Decoder.decode_step` writes valid positions only), so the prompt stays in place;
+  3. continues with the usual greedy / beam / sampling loop from position P+T-1.
+
+The generated tokens equal those of `api.LoadedModel.generate` (which recomputes the prompt in
+every batch's prefill) up to float rounding; the prefill skips the P prompt positions.
+The cache belongs to one set of parameters: rebuild it after the prompt changes.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prompt_tuning import api, combine
+from prompt_tuning.models.attention import KVCache
+from prompt_tuning.models.transformer import DecoderCache
+
+
+@flax.struct.dataclass
+class PromptCache:
+  """The prompt's keys/values in every decoder layer.
+
+  self_attention: per-layer KVCache with leaves [1, heads, head_dim, P].
+  """
+
+  self_attention: tuple[KVCache, ...]
+
+  @property
+  def length(self) -> int:
+    """P, the number of prompt positions."""
+    return self.self_attention[0].key_BNHS.shape[-1]
+
+
+def _check_module(module: nn.Module) -> int:
+  """The prompt length P of a decoder-only prompt model; a clear error for anything else."""
+  prompt_length = getattr(module, "prompt_length", None)
+  if getattr(module, "config", None) is None or module.config.architecture != "decoder_only" or (
+      not isinstance(prompt_length, int)) or not hasattr(module, "prefill"):
+    raise ValueError(
+        f"prompt caches are for decoder-only prompt models (layers.PromptDecoderOnly), got "
+        f"{type(module).__name__}: build the model with a decoder-only gin file and a prompt "
+        "(e.g. 'models/decoder_only_small.gin' + a prompt config), or call "
+        "LoadedModel.generate, which needs no prompt cache.")
+  if prompt_length < 1:
+    raise ValueError("the model's prompt length is 0: there is nothing to cache; call "
+                     "LoadedModel.generate instead.")
+  return prompt_length
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def build_prompt_cache(module: nn.Module, params: dict) -> PromptCache:
+  """Runs the prompt alone (cache positions 0..P-1, batch 1) -> its keys/values per layer.
+
+  Uses the model's own prefill with zero input tokens, so every prompt method that does not
+  read the inputs (prompt tuning, P-tuning, deep prompts) is cached exactly as it is computed
+  in a batch. A method that reads the inputs (a multi-task prompt choosing by task token)
+  cannot be cached this way.
+  """
+  prompt_length = _check_module(module)
+  variables = {"params": params}
+  cache = module.apply(variables, 1, 0, method=module.init_decode_cache)
+  if cache.key_valid_BS.shape[1] != prompt_length:
+    raise ValueError(f"{type(module).__name__}.init_decode_cache(1, 0) made a cache of length "
+                     f"{cache.key_valid_BS.shape[1]}; it must have the prompt length "
+                     f"{prompt_length} (P prompt positions + max_decode_length).")
+  cache = module.apply(variables, jnp.zeros((1, 0), jnp.int32), cache, method=module.prefill)
+  return PromptCache(self_attention=tuple(cache.self_attention))
+
+
+def _place_rows(cache_BNHL: jax.Array, prompt_1NHP: jax.Array, index_B: jax.Array) -> jax.Array:
+  """Writes the prompt into each row b at cache positions index[b]..index[b]+P-1."""
+
+  def place(row_NHL, start):
+    return jax.lax.dynamic_update_slice(row_NHL, prompt_1NHP[0].astype(row_NHL.dtype),
+                                        (0, 0, start))
+
+  return jax.vmap(place)(cache_BNHL, index_B)
+
+
+def cache_with_prompt(module: nn.Module, params: dict, prompt_cache: PromptCache,
+                      tokens_BT: jax.Array, max_decode_length: int) -> DecoderCache:
+  """The decoding cache of left-aligned tokens [B, T] holding the prompt and tokens[:, :-1].
+
+  Equals `module.prefill(tokens_BT[:, :-1], ...)` on a fresh cache (the prompt at each row's
+  first real token, then the tokens at positions P..P+T-2) without recomputing the prompt.
+  """
+  prompt_length = _check_module(module)
+  if prompt_cache.length != prompt_length:
+    raise ValueError(f"the prompt cache has {prompt_cache.length} positions but the model's "
+                     f"prompt has {prompt_length}: rebuild it with build_prompt_cache(module, "
+                     "params) for this model.")
+  variables = {"params": params}
+  batch, length = tokens_BT.shape
+  cache = module.apply(variables, batch, length + max_decode_length,
+                       method=module.init_decode_cache)
+  prefix_BT = tokens_BT[:, :-1]
+  # The model's prefill puts the prompt right before the first real token of `prefix_BT`.
+  index_B = combine.first_valid_index(prefix_BT > 0)
+  layers = tuple(
+      KVCache(_place_rows(layer.key_BNHS, prompt.key_BNHS, index_B),
+              _place_rows(layer.value_BNHS, prompt.value_BNHS, index_B))
+      for layer, prompt in zip(cache.self_attention, prompt_cache.self_attention))
+  ones_1P = jnp.ones((1, prompt_length), cache.key_valid_BS.dtype)
+  valid_BS = jax.vmap(lambda row, start: jax.lax.dynamic_update_slice(row, ones_1P[0], (start,)))(
+      cache.key_valid_BS, index_B)
+  cache = cache.replace(self_attention=layers, key_valid_BS=valid_BS)
+  if length > 1:  # Real tokens of row b sit at P + j, padding (not written) in front of them.
+    _, cache = module.apply(variables, prefix_BT, cache, prompt_length, prefix_BT > 0,
+                            method=module.decode_step)
+  return cache
+
+
+_STATIC = api._STATIC  # pylint: disable=protected-access
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _generate(module: nn.Module, params: dict, prompt_cache: PromptCache,
+              input_tokens: jax.Array, rng: jax.Array, **options) -> jax.Array:
+  """Like api._generate_decoder_only, with the prompt's keys/values copied from the cache."""
+  tokens_BT = api.left_align_padding(input_tokens)
+  length = tokens_BT.shape[1]
+  cache = cache_with_prompt(module, params, prompt_cache, tokens_BT,
+                            options["max_decode_length"])
+  step_fn = api._tokens_to_logits(module, {"params": params})  # pylint: disable=protected-access
+  return api._search(step_fn, cache, tokens_BT[:, -1], length - 1 + module.prompt_length,  # pylint: disable=protected-access
+                     rng, **options)
+
+
+def generate(model: api.LoadedModel,
+             prompt_cache: PromptCache,
+             inputs: Any,
+             max_decode_length: int = 32,
+             *,
+             method: str = "greedy",
+             num_beams: int = 4,
+             alpha: float = 0.6,
+             temperature: float = 1.0,
+             top_k: int = 0,
+             top_p: float = 1.0,
+             rng: Optional[jax.Array] = None,
+             eos_id: int = api.EOS_ID,
+             as_numpy: bool = True) -> np.ndarray | jax.Array:
+  """`model.generate(inputs, ...)` for a decoder-only prompt model, reusing `prompt_cache`.
+
+  `prompt_cache` comes from `build_prompt_cache(model.module, model.params)`. Arguments and
+  result are those of `api.LoadedModel.generate` (int32 [B, max_decode_length], 0 after EOS);
+  `as_numpy=False` returns the device array without waiting for it.
+  """
+  if method not in ("greedy", "beam", "sample"):
+    raise ValueError(f"generate(method={method!r}): use 'greedy', 'beam' or 'sample'.")
+  rng = jax.random.PRNGKey(0) if rng is None else rng
+  tokens = _generate(model.module, model.params, prompt_cache, jnp.asarray(inputs, jnp.int32),
+                     rng, method=method, max_decode_length=int(max_decode_length),
+                     num_beams=num_beams, alpha=float(alpha), temperature=float(temperature),
+                     top_k=int(top_k), top_p=float(top_p), eos_id=int(eos_id))
+  return np.asarray(tokens) if as_numpy else tokens
+
+
+__all__ = ["PromptCache", "build_prompt_cache", "cache_with_prompt", "generate"]

@@ -1,0 +1,95 @@
+"""`evaluate(...)` and `infer(...)`: a frozen model + a prompt file, metrics or predictions out.
+
+The functions `python -m prompt_tuning.eval` / `python -m prompt_tuning.infer` configure
+(`configs/runs/prompt_eval.gin`, `configs/runs/prompt_infer.gin`). The prompt comes from
+PROMPT_FILE (a `.npy` [P, D], e.g. `MODEL_DIR/numpy_checkpoints/checkpoint_<step>/...npy` or one of
+the paper's released prompts) or from a training checkpoint of ours (`trained_checkpoint_path`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Optional, TextIO
+
+import jax
+
+from prompt_tuning.models import T5Config
+from prompt_tuning.train import data, evaluation, model_setup, models, partitioning
+
+
+def _prepared(model_config: T5Config, prompt_config: Any, checkpoint_path: Optional[str],
+              prompt_file: Optional[str], trained_checkpoint_path: Optional[str],
+              restore_dtype: Optional[str], num_partitions: int, decode_config: models.DecodeConfig,
+              batch_size: int) -> tuple[model_setup.RunModel, Any, evaluation.ModelFns]:
+  run = model_setup.build_run_model(model_config, prompt_config)
+  params = model_setup.initial_params(run, checkpoint_path, restore_dtype=restore_dtype)
+  if trained_checkpoint_path:
+    params = model_setup.overlay_trained(params, trained_checkpoint_path)
+  params = model_setup.with_prompt_file(params, prompt_file)
+  mesh = partitioning.make_mesh(num_partitions)
+  params = partitioning.place(params, partitioning.param_shardings(run.axes, run.shapes, mesh))
+  return run, params, evaluation.ModelFns(run.module, decode_config, mesh, batch_size)
+
+
+def evaluate(*,
+             model_config: T5Config,
+             prompt_config: Any,
+             dataset_cfg: data.DatasetConfig,
+             output_dir: str,
+             checkpoint_path: Optional[str] = None,
+             prompt_file: Optional[str] = None,
+             trained_checkpoint_path: Optional[str] = None,
+             decode_config: models.DecodeConfig = models.DecodeConfig(),
+             restore_dtype: Optional[str] = None,
+             num_partitions: int = 1,
+             stream: Optional[TextIO] = None) -> dict[str, dict[str, float]]:
+  """Metrics of every task of the dataset's split; written to `output_dir/metrics.json`.
+
+  seqio also writes each task's inferences and metrics under `output_dir/inference_eval/`.
+  """
+  stream = stream or sys.stdout
+  os.makedirs(output_dir, exist_ok=True)
+  run, params, fns = _prepared(model_config, prompt_config, checkpoint_path, prompt_file,
+                               trained_checkpoint_path, restore_dtype, num_partitions,
+                               decode_config, dataset_cfg.batch_size)
+  step = model_setup.checkpoint_step(checkpoint_path)
+  evaluator = evaluation.Evaluation(dataset_cfg, fns, model_config.architecture, run.prompt_length,
+                                    log_dir=os.path.join(output_dir, "inference_eval"))
+  results = evaluator.evaluate(params, step)
+  if jax.process_index() == 0:
+    path = os.path.join(output_dir, "metrics.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      json.dump({"step": step, "split": dataset_cfg.split, "metrics": results}, f, indent=2)
+    os.replace(path + ".tmp", path)
+    for task, values in results.items():
+      shown = "  ".join(f"{name} {value:.4f}" for name, value in values.items())
+      print(f"{task} ({dataset_cfg.split}): {shown}", file=stream, flush=True)
+    print(f"Metrics written to {path}", file=stream, flush=True)
+  return results
+
+
+def infer(*,
+          model_config: T5Config,
+          prompt_config: Any,
+          dataset_cfg: data.DatasetConfig,
+          output_dir: str,
+          checkpoint_path: Optional[str] = None,
+          prompt_file: Optional[str] = None,
+          trained_checkpoint_path: Optional[str] = None,
+          decode_config: models.DecodeConfig = models.DecodeConfig(),
+          restore_dtype: Optional[str] = None,
+          num_partitions: int = 1,
+          stream: Optional[TextIO] = None) -> dict[str, str]:
+  """Decoded predictions of every example, one JSONL file per task under `output_dir`."""
+  stream = stream or sys.stdout
+  run, params, fns = _prepared(model_config, prompt_config, checkpoint_path, prompt_file,
+                               trained_checkpoint_path, restore_dtype, num_partitions,
+                               decode_config, dataset_cfg.batch_size)
+  written = evaluation.infer_to_jsonl(params, fns, dataset_cfg, model_config.architecture,
+                                      run.prompt_length, output_dir)
+  if jax.process_index() == 0:
+    for task, path in written.items():
+      print(f"{task}: predictions written to {path}", file=stream, flush=True)
+  return written

@@ -1,0 +1,102 @@
+"""Building a run's model and its starting parameters: frozen weights restored, prompt fresh.
+
+Shared by the train, eval and infer commands. Step semantics follow T5X: the step recorded in
+INITIAL_CHECKPOINT_PATH (e.g. 1_100_000 for the LM-adapted T5 1.1) is where training starts, and
+TRAIN_STEPS is the absolute step to stop at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prompt_tuning import api, checkpoints
+from prompt_tuning.checkpoints import orbax as orbax_format
+from prompt_tuning.checkpoints import tree
+from prompt_tuning.models import T5Config
+
+
+@dataclasses.dataclass
+class RunModel:
+  """A built model of a run: config, Flax module, parameter shapes and logical axes."""
+
+  config: T5Config
+  prompt_config: Any
+  module: nn.Module
+  shapes: dict
+  axes: dict
+
+  @property
+  def prompt_length(self) -> int:
+    return int(getattr(self.module, "prompt_length", 0) or 0)
+
+
+def build_run_model(config: T5Config, prompt_config: Any = None) -> RunModel:
+  """The (prompt-method) model of `config` with its shapes and axes; no weights allocated."""
+  module = api.build_any_model(config, prompt_config)
+  return RunModel(config=config, prompt_config=prompt_config, module=module,
+                  shapes=api.param_shapes(module, config), axes=api.param_axes(module, config))
+
+
+def checkpoint_step(path: Optional[str]) -> int:
+  """The training step a frozen checkpoint records (0 for Hugging Face or none)."""
+  if not path:
+    return 0
+  kind = checkpoints.checkpoint_format(path)
+  if kind == "t5x":
+    try:
+      return checkpoints.t5x.t5x_checkpoint_step(path)
+    except ValueError:
+      return 0
+  if kind == "orbax":
+    return orbax_format.checkpoint_step(path)
+  return 0
+
+
+def initial_params(run: RunModel, checkpoint: Optional[str], *, restore_dtype: Any = None,
+                   seed: int = 0) -> dict:
+  """Frozen weights from `checkpoint` (T5X, orbax or Hugging Face) + fresh method parameters.
+
+  With no checkpoint every parameter is random (seeded): useful for tests and benchmarks only.
+  """
+  rng = jax.random.PRNGKey(seed)
+  if not checkpoint:
+    return jax.jit(lambda r: api.init_params(run.module, run.config, r))(rng)
+  allow_missing = api.METHOD_PARAMS_REGEX if run.prompt_config is not None else None
+  params = checkpoints.load_params(checkpoint, run.shapes, run.config,
+                                   restore_dtype=restore_dtype, allow_missing=allow_missing)
+  if run.prompt_config is None:
+    return params
+  fresh = jax.jit(lambda r: api.method_subtree(api.init_params(run.module, run.config, r)))(rng)
+  flat = tree.flatten_params(params)
+  flat.update(tree.flatten_params(fresh))
+  return tree.unflatten_params(flat)
+
+
+def overlay_trained(params: dict, trained_checkpoint: str) -> dict:
+  """`params` with the parameters a training checkpoint (our orbax) holds put in their place."""
+  trained = tree.flatten_params(orbax_format.load_params(trained_checkpoint))
+  flat = tree.flatten_params(params)
+  for path, value in trained.items():
+    if path not in flat:
+      raise checkpoints.CheckpointMismatchError(
+          f"{trained_checkpoint} holds {path}, which the model does not have: use the gin files "
+          "the checkpoint was trained with.")
+    if np.shape(value) != np.shape(flat[path]):
+      raise checkpoints.CheckpointMismatchError(
+          f"{trained_checkpoint}: {path} has shape {np.shape(value)}, the model expects "
+          f"{np.shape(flat[path])}.")
+    flat[path] = jnp.asarray(value, jnp.float32)
+  return tree.unflatten_params(flat)
+
+
+def with_prompt_file(params: dict, prompt_file: Optional[str]) -> dict:
+  """`params` with the prompt replaced by the `.npy` at `prompt_file` (shape checked)."""
+  if not prompt_file:
+    return params
+  return api.replace_prompt(params, prompt_file)
