@@ -47,6 +47,13 @@ setup(
     entry_points={
         "console_scripts": [
             "prompt-tuning-demo=prompt_tuning.demo:main",
+            "prompt-tuning-train=prompt_tuning.train.__main__:main",
+            "prompt-tuning-eval=prompt_tuning.eval:main",
+            "prompt-tuning-infer=prompt_tuning.infer:main",
+            "prompt-tuning-extract-variable=prompt_tuning.scripts.extract_variable:main",
+            "prompt-tuning-find-module=prompt_tuning.scripts.find_module:main",
+            "prompt-tuning-diff-checkpoints=prompt_tuning.scripts.diff_checkpoints:main",
+            "prompt-tuning-convert-checkpoint=prompt_tuning.scripts.convert_checkpoint:main",
         ],
     },
     license="Apache-2.0",

@@ -83,6 +83,8 @@ def _read_bytes(path: str) -> bytes:
 def _locate(checkpoint_path: PathLike) -> tuple[str, str]:
   """Returns (checkpoint folder, msgpack file) for a folder or file path."""
   path = os.fspath(checkpoint_path).rstrip("/")
+  if not _is_remote(path):  # tensorstore's file driver needs absolute paths.
+    path = os.path.abspath(path)
   if os.path.basename(path) == CHECKPOINT_FILE and _isfile(path):
     return os.path.dirname(path), path
   file = f"{path}/{CHECKPOINT_FILE}"
