@@ -63,10 +63,10 @@ def measure(args: argparse.Namespace) -> dict:
   # pylint: disable=protected-access
   if args.arch == "encoder_decoder":
     seconds = common.time_calls(
-        lambda: api._generate_encoder_decoder(model.module, model.params, inputs, rng,
+        lambda: api.generate_encoder_decoder(model.module, model.params, inputs, rng,
                                               **options), args.repeats)
   else:
-    recompute = lambda: api._generate_decoder_only(model.module, model.params, inputs, rng,
+    recompute = lambda: api.generate_decoder_only(model.module, model.params, inputs, rng,
                                                    **options)
     if args.prompt > 0:
       build_seconds = common.time_calls(

@@ -54,7 +54,7 @@ def measure(shape: str, batch: int, inputs: int, targets: int, decode: int, repe
 
 def greedy_generator(model: api.LoadedModel, encoder_tokens: jax.Array, steps: int):
   """A zero-argument greedy generation returning a device array (no host copy)."""
-  return lambda: api._generate_encoder_decoder(  # pylint: disable=protected-access
+  return lambda: api.generate_encoder_decoder(
       model.module, model.params, encoder_tokens, jax.random.PRNGKey(0),
       **greedy_options(steps))  # EOS disabled: every run decodes `steps` tokens.
 

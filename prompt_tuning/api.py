@@ -119,7 +119,7 @@ class LoadedModel:
     options = dict(method=method, max_decode_length=int(max_decode_length), num_beams=num_beams,
                    alpha=float(alpha), temperature=float(temperature), top_k=int(top_k),
                    top_p=float(top_p), eos_id=int(eos_id))
-    generate_fn = _generate_decoder_only if self.is_decoder_only else _generate_encoder_decoder
+    generate_fn = generate_decoder_only if self.is_decoder_only else generate_encoder_decoder
     return np.asarray(generate_fn(self.module, self._params(prompt), inputs, rng, **options))
 
 
@@ -216,7 +216,7 @@ _STATIC = ("module", "method", "max_decode_length", "num_beams", "alpha", "tempe
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _generate_encoder_decoder(module: nn.Module, params: dict, encoder_input_tokens: jax.Array,
+def generate_encoder_decoder(module: nn.Module, params: dict, encoder_input_tokens: jax.Array,
                               rng: jax.Array, **options) -> jax.Array:
   """Encodes once, fills the cross-attention cache, then decodes from the start token."""
   variables = {"params": params}
@@ -236,7 +236,7 @@ def left_align_padding(tokens_BT: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _generate_decoder_only(module: nn.Module, params: dict, input_tokens: jax.Array,
+def generate_decoder_only(module: nn.Module, params: dict, input_tokens: jax.Array,
                            rng: jax.Array, **options) -> jax.Array:
   """Prefills the cache with the (left-aligned) inputs, then continues after the last one.
 

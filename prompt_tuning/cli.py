@@ -10,6 +10,7 @@ This module and `gin_utils` are the only places gin is parsed.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any, Callable, Sequence
 
@@ -19,7 +20,7 @@ from absl import app, flags
 _USER_ERROR_NAMES = (
     "GinConfigError", "CheckpointMismatchError", "TaskNotFoundError", "ModelDirError",
     "NonFiniteLossError", "TrainStepsError", "NothingToTrainError", "PromptFileError",
-    "UnknownLogicalAxisError", "FileTaskError")
+    "UnknownLogicalAxisError", "FileTaskError", "UsageError")
 
 FLAGS = flags.FLAGS
 
@@ -38,15 +39,28 @@ def define_flags() -> None:
   flags.DEFINE_integer("process_index", None, "index of this process (multi-host).")
 
 
+class UsageError(ValueError):
+  """A command line that cannot be run as given (missing or conflicting arguments)."""
+
+
+GIN_BINDINGS_FLAG = "gin_bindings"
+_GIN_FLAG = re.compile(r"^--gin\.([^=]+)=(.*)$", re.DOTALL)
+
+
 def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
-  """`--gin.NAME=VALUE` -> `--gin_bindings=NAME = VALUE` (T5X's shorthand)."""
+  """T5X's shorthand `--gin.NAME=VALUE` -> `--gin_bindings=NAME=VALUE`.
+
+  Raises:
+    UsageError: a `--gin.NAME` argument without `=VALUE`.
+  """
   out = []
   for arg in argv:
-    if arg.startswith("--gin.") and "=" in arg:
-      name, value = arg[len("--gin."):].split("=", 1)
-      out.append(f"--gin_bindings={name} = {value}")
-    else:
-      out.append(arg)
+    match = _GIN_FLAG.match(arg)
+    if arg.startswith("--gin.") and not match:
+      raise UsageError(
+          f"{arg!r} has no value: write gin bindings as --gin.NAME=VALUE (e.g. "
+          "--gin.TRAIN_STEPS=1000, strings quoted: --gin.MODEL_DIR=\"'/tmp/model'\").")
+    out.append(f"--{GIN_BINDINGS_FLAG}={match.group(1)}={match.group(2)}" if match else arg)
   return out
 
 
@@ -102,7 +116,11 @@ def user_error_message(error: BaseException) -> str | None:
 def run(command_fn: Callable[[], Callable[..., Any]], argv: Sequence[str] | None = None) -> None:
   """Runs a command (a function returning the gin-bound callable) with absl flag parsing."""
   define_flags()
-  argv = rewrite_gin_args(sys.argv if argv is None else argv)
+  try:
+    argv = rewrite_gin_args(sys.argv if argv is None else argv)
+  except UsageError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
   quiet = not any(a.startswith(("--verbosity", "-v=", "--alsologtostderr")) for a in argv)
 
   def main(unused_argv: Sequence[str]) -> None:

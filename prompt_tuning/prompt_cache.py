@@ -39,7 +39,7 @@ from prompt_tuning.models.transformer import DecoderCache
 class PromptCache:
   """The prompt's keys/values in every decoder layer.
 
-  self_attention: per-layer KVCache with leaves [1, heads, head_dim, P].
+  self_attention: per-layer KVCache with leaves [1, heads, P, head_dim].
   """
 
   self_attention: tuple[KVCache, ...]
@@ -47,7 +47,7 @@ class PromptCache:
   @property
   def length(self) -> int:
     """P, the number of prompt positions."""
-    return self.self_attention[0].key_BNHS.shape[-1]
+    return self.self_attention[0].key_BNSH.shape[2]
 
 
 def _check_module(module: nn.Module) -> int:
@@ -86,14 +86,14 @@ def build_prompt_cache(module: nn.Module, params: dict) -> PromptCache:
   return PromptCache(self_attention=tuple(cache.self_attention))
 
 
-def _place_rows(cache_BNHL: jax.Array, prompt_1NHP: jax.Array, index_B: jax.Array) -> jax.Array:
+def _place_rows(cache_BNLH: jax.Array, prompt_1NPH: jax.Array, index_B: jax.Array) -> jax.Array:
   """Writes the prompt into each row b at cache positions index[b]..index[b]+P-1."""
 
-  def place(row_NHL, start):
-    return jax.lax.dynamic_update_slice(row_NHL, prompt_1NHP[0].astype(row_NHL.dtype),
-                                        (0, 0, start))
+  def place(row_NLH, start):
+    return jax.lax.dynamic_update_slice(row_NLH, prompt_1NPH[0].astype(row_NLH.dtype),
+                                        (0, start, 0))
 
-  return jax.vmap(place)(cache_BNHL, index_B)
+  return jax.vmap(place)(cache_BNLH, index_B)
 
 
 def cache_with_prompt(module: nn.Module, params: dict, prompt_cache: PromptCache,
@@ -116,8 +116,8 @@ def cache_with_prompt(module: nn.Module, params: dict, prompt_cache: PromptCache
   # The model's prefill puts the prompt right before the first real token of `prefix_BT`.
   index_B = combine.first_valid_index(prefix_BT > 0)
   layers = tuple(
-      KVCache(_place_rows(layer.key_BNHS, prompt.key_BNHS, index_B),
-              _place_rows(layer.value_BNHS, prompt.value_BNHS, index_B))
+      KVCache(_place_rows(layer.key_BNSH, prompt.key_BNSH, index_B),
+              _place_rows(layer.value_BNSH, prompt.value_BNSH, index_B))
       for layer, prompt in zip(cache.self_attention, prompt_cache.self_attention))
   ones_1P = jnp.ones((1, prompt_length), cache.key_valid_BS.dtype)
   valid_BS = jax.vmap(lambda row, start: jax.lax.dynamic_update_slice(row, ones_1P[0], (start,)))(
@@ -135,7 +135,7 @@ _STATIC = api._STATIC  # pylint: disable=protected-access
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _generate(module: nn.Module, params: dict, prompt_cache: PromptCache,
               input_tokens: jax.Array, rng: jax.Array, **options) -> jax.Array:
-  """Like api._generate_decoder_only, with the prompt's keys/values copied from the cache."""
+  """Like api.generate_decoder_only, with the prompt's keys/values copied from the cache."""
   tokens_BT = api.left_align_padding(input_tokens)
   length = tokens_BT.shape[1]
   cache = cache_with_prompt(module, params, prompt_cache, tokens_BT,

@@ -168,9 +168,10 @@ def test_loss_gradient_is_softmax_minus_soft_targets_plus_z_term(batch, z_loss, 
 
 
 def _reference_factored_dims(shape: tuple[int, ...], min_dim_size_to_factor: int):
-  """(second largest, largest) axis, or None. For rank > 2 this is flax.optim's heuristic
+  """(second largest, largest) axis to factor over, or None.
 
-  (T5X's heuristic rule refuses rank > 2 without a factor rule; ours generalizes like flax).
+  For rank > 2 this is flax.optim's heuristic: T5X's heuristic rule refuses rank > 2 without an
+  explicit factor rule, and `optim.adafactor` generalizes as flax.optim did.
   """
   if len(shape) < 2:
     return None
@@ -263,9 +264,12 @@ def _hyper_params(**overrides: Any) -> dict[str, Any]:
   return hp
 
 
-def _run_ours(optimizer, params: dict, grads: list[dict], first_step: int) -> tuple[dict, Any, list]:
+def _run_ours(optimizer, params: dict, grads: list[dict], first_step: int,
+              jit: bool = False) -> tuple[dict, Any, list]:
   """Applies the gradients with optax.apply_updates, at global steps first_step, first_step+1..."""
-  update = jax.jit(lambda g, s, p, step: optimizer.update(g, s, p, step=step))
+  update = lambda g, s, p, step: optimizer.update(g, s, p, step=step)
+  if jit:  # As the trainer calls it: the step is a traced int32.
+    update = jax.jit(update)
   state = optimizer.init(params)
   trajectory = []
   for k, grad in enumerate(grads):
@@ -307,8 +311,8 @@ def test_adafactor_matches_t5x_apply_param_gradient(first_step, multiply_by_para
   optimizer = optim.adafactor(
       0.3, decay_rate=0.8, step_offset=0, multiply_by_parameter_scale=multiply_by_parameter_scale,
       clipping_threshold=1.0, weight_decay=1e-5, min_dim_size_to_factor=128, beta1=beta1)
-  ours, state, trajectory = _run_ours(optimizer, params, grads, first_step)
-  want, want_states, want_trajectory = _run_reference(params, grads, first_step, hp)
+  _, state, trajectory = _run_ours(optimizer, params, grads, first_step)
+  _, want_states, want_trajectory = _run_reference(params, grads, first_step, hp)
   for got_params, want_params in zip(trajectory, want_trajectory):
     _assert_params_close(got_params, want_params)
   for name in SHAPES:
@@ -335,9 +339,11 @@ def test_adafactor_without_clipping_or_weight_decay_and_with_an_rsqrt_schedule()
 
 
 def test_adafactor_decay_follows_the_global_step_passed_to_update():
-  """Step 0 and 1_100_000 give the same first update (clipping removes the moments' scale) but
+  """The second-moment decay is taken at the step passed to `update`.
 
-  different second ones: decay 0 at step 0 forgets the first gradient, decay ~1 keeps it.
+  Step 0 and 1_100_000 give the same first update (clipping removes the moments' scale) but
+  different second ones: decay 0 at step 0 forgets the first gradient, decay ~1 keeps it
+  (measured mean change of the second update: 3.4 % (3-D) to 16 % (vector)).
   """
   params, grads = _params_and_grads(num_steps=2, seed=2, growth=1.0)
   for name, shape in SHAPES.items():  # Give the second gradient another row / column profile.
@@ -347,8 +353,8 @@ def test_adafactor_decay_follows_the_global_step_passed_to_update():
           [size if a == axis else 1 for a in range(len(shape))])
     grads[1][name] = grads[1][name] * ramp
   optimizer = optim.adafactor(0.3)
-  _, _, from_zero = _run_ours(optimizer, params, grads, first_step=0)
-  _, _, from_late = _run_ours(optimizer, params, grads, first_step=1_100_000)
+  _, _, from_zero = _run_ours(optimizer, params, grads, first_step=0, jit=True)
+  _, _, from_late = _run_ours(optimizer, params, grads, first_step=1_100_000, jit=True)
   for name in SHAPES:
     scale = np.abs(from_zero[0][name]).max()
     np.testing.assert_allclose(from_zero[0][name], from_late[0][name], rtol=1e-6,
@@ -356,7 +362,6 @@ def test_adafactor_decay_follows_the_global_step_passed_to_update():
     second_zero = from_zero[1][name] - from_zero[0][name]
     second_late = from_late[1][name] - from_late[0][name]
     change = np.abs(second_zero - second_late).mean() / np.abs(second_zero).mean()
-    print(name, change)
     assert change > 0.01, name
   assert _reference_decay(0, 0, 0.8) == (0.0, 1.0)
   decay, mixing = _reference_decay(1_100_000, 0, 0.8)

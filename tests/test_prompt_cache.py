@@ -48,8 +48,8 @@ def test_prompt_cache_holds_p_positions_per_layer(model, cache):
   assert cache.length == PROMPT_LENGTH
   assert len(cache.self_attention) == CONFIG.num_decoder_layers
   for layer in cache.self_attention:
-    assert layer.key_BNHS.shape == (1, CONFIG.num_heads, CONFIG.head_dim, PROMPT_LENGTH)
-    assert float(jnp.abs(layer.value_BNHS).max()) > 0.0
+    assert layer.key_BNSH.shape == (1, CONFIG.num_heads, PROMPT_LENGTH, CONFIG.head_dim)
+    assert float(jnp.abs(layer.value_BNSH).max()) > 0.0
 
 
 def test_cache_equals_the_models_own_prefill_at_every_valid_position(model, cache):
@@ -71,10 +71,10 @@ def test_cache_equals_the_models_own_prefill_at_every_valid_position(model, cach
                                 [PROMPT_LENGTH + 5, PROMPT_LENGTH + 1, PROMPT_LENGTH,
                                  PROMPT_LENGTH + 2])
   valid = np.asarray(reference.key_valid_BS) > 0
-  positions_last = lambda x_BNHS: np.moveaxis(np.asarray(x_BNHS), 3, 1)  # -> [B, S, N, H]
+  batch_major = lambda x_BNSH: np.moveaxis(np.asarray(x_BNSH), 1, 2)  # -> [B, S, N, H]
   for got, want in zip(reused.self_attention, reference.self_attention):
-    for got_x, want_x in ((got.key_BNHS, want.key_BNHS), (got.value_BNHS, want.value_BNHS)):
-      np.testing.assert_allclose(positions_last(got_x)[valid], positions_last(want_x)[valid],
+    for got_x, want_x in ((got.key_BNSH, want.key_BNSH), (got.value_BNSH, want.value_BNSH)):
+      np.testing.assert_allclose(batch_major(got_x)[valid], batch_major(want_x)[valid],
                                  atol=1e-5)
 
 
@@ -101,7 +101,7 @@ def test_prompt_change_needs_a_rebuilt_cache(model, cache):
   other = api.LoadedModel(CONFIG, model.module, model.with_prompt(
       np.full((PROMPT_LENGTH, CONFIG.emb_dim), 0.3, np.float32)))
   rebuilt = prompt_cache.build_prompt_cache(other.module, other.params)
-  assert not np.allclose(rebuilt.self_attention[0].key_BNHS, cache.self_attention[0].key_BNHS)
+  assert not np.allclose(rebuilt.self_attention[0].key_BNSH, cache.self_attention[0].key_BNSH)
   np.testing.assert_array_equal(prompt_cache.generate(other, rebuilt, INPUTS, 6, eos_id=-1),
                                 other.generate(INPUTS, 6, eos_id=-1))
 
@@ -113,6 +113,6 @@ def test_errors_name_the_fix(model, cache):
   with pytest.raises(ValueError, match="decoder-only prompt models"):
     prompt_cache.build_prompt_cache(encoder_decoder, {})
   shorter = prompt_cache.PromptCache(tuple(
-      jax.tree_util.tree_map(lambda x: x[..., :2], layer) for layer in cache.self_attention))
+      jax.tree_util.tree_map(lambda x: x[:, :, :2], layer) for layer in cache.self_attention))
   with pytest.raises(ValueError, match="rebuild it with build_prompt_cache"):
     prompt_cache.generate(model, shorter, INPUTS, 3)

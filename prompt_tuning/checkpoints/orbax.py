@@ -14,6 +14,7 @@ into place once complete):
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 from typing import Any, Mapping, Optional
 
@@ -115,11 +116,14 @@ def load_params(path: PathLike, restore_dtype: Any = None,
                 abstract: Optional[Mapping[str, Any]] = None) -> dict:
   """The `params` item as a nested dict of numpy arrays (cast to `restore_dtype` if given)."""
   folder = step_folder(path)
-  target = None
-  if abstract is not None:
-    cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
-    target = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=cpu), dict(abstract))
+  if abstract is None:  # The saved shapes; never the saved sharding (it names the saving devices).
+    abstract = ocp.StandardCheckpointHandler().metadata(
+        pathlib.Path(folder, PARAMS)).tree
+  # Every process reads the whole tree onto one of its own CPU devices, whatever mesh or process
+  # count wrote it (a saved NamedSharding would fail with "Topology mismatch" elsewhere).
+  cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+  target = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(tuple(x.shape), x.dtype, sharding=cpu), dict(abstract))
   restored = _restore_item(folder, PARAMS, ocp.args.StandardRestore(target))
 
   def to_numpy(x):

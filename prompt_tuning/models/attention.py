@@ -4,9 +4,10 @@ T5 attention has no bias terms and no 1/sqrt(head_dim) logit scaling (it is fold
 query initialisation). Kernels are 2-D as in Flaxformer: query/key/value [embed, heads*head_dim]
 (axes "embed", "joined_kv"), out [heads*head_dim, embed] (axes "joined_kv", "embed").
 
-Decoding keeps keys/values heads-major, [batch, heads, head_dim, S] (`KVCache`, precomputed
-cross-attention keys/values): the layout XLA's batched matmuls read, so a decoding step never
-transposes the whole cache (on CPU such per-step transposes cost as much as the step's matmuls).
+Decoding keeps keys/values heads-major, [batch, heads, S, head_dim] (`KVCache`, precomputed
+cross-attention keys/values): a layout XLA's batched matmuls read as it is, so a decoding step
+never transposes the whole cache (on CPU such per-step copies cost as much as the step's
+matmuls), and the one-time change of layout moves whole head_dim rows.
 """
 
 from __future__ import annotations
@@ -28,22 +29,22 @@ NEG_INF = -1e10
 class KVCache:
   """Keys and values of one attention layer for decoding; every leaf is batch-major.
 
-  key_BNHS / value_BNHS: [batch, heads, head_dim, max_length] (heads-major, positions last).
+  key_BNSH / value_BNSH: [batch, heads, head_dim, max_length] (heads-major, positions last).
   """
 
-  key_BNHS: jax.Array
-  value_BNHS: jax.Array
+  key_BNSH: jax.Array
+  value_BNSH: jax.Array
 
   @classmethod
   def zeros(cls, batch: int, max_length: int, num_heads: int, head_dim: int,
             dtype: jnp.dtype) -> "KVCache":
-    shape = (batch, num_heads, head_dim, max_length)
+    shape = (batch, num_heads, max_length, head_dim)
     return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 
 def heads_major(x_BSNH: jax.Array) -> jax.Array:
-  """[batch, S, heads, head_dim] -> [batch, heads, head_dim, S] (the decoding layout)."""
-  return jnp.transpose(x_BSNH, (0, 2, 3, 1))
+  """[batch, S, heads, head_dim] -> [batch, heads, S, head_dim] (the decoding layout)."""
+  return jnp.transpose(x_BSNH, (0, 2, 1, 3))
 
 
 @flax.struct.dataclass
@@ -72,15 +73,15 @@ def causal_mask(query_positions_T: jax.Array, key_positions_S: jax.Array) -> jax
   return (key_positions_S[None, :] <= query_positions_T[:, None])[None, None]
 
 
-def _write(cached_BNHS: jax.Array, new_BTNH: jax.Array, index: jax.Array | int,
+def _write(cached_BNSH: jax.Array, new_BTNH: jax.Array, index: jax.Array | int,
            mask_BT: Optional[jax.Array]) -> jax.Array:
   """`cached` with `new` written at positions index..index+T-1 (only where `mask_BT`, if given)."""
-  start = (0, 0, 0, index)
-  new_BNHT = heads_major(new_BTNH.astype(cached_BNHS.dtype))
+  start = (0, 0, index, 0)
+  new_BNTH = heads_major(new_BTNH.astype(cached_BNSH.dtype))
   if mask_BT is not None:
-    old_BNHT = jax.lax.dynamic_slice(cached_BNHS, start, new_BNHT.shape)
-    new_BNHT = jnp.where((mask_BT > 0)[:, None, None, :], new_BNHT, old_BNHT)
-  return jax.lax.dynamic_update_slice(cached_BNHS, new_BNHT, start)
+    old_BNTH = jax.lax.dynamic_slice(cached_BNSH, start, new_BNTH.shape)
+    new_BNTH = jnp.where((mask_BT > 0)[:, None, :, None], new_BNTH, old_BNTH)
+  return jax.lax.dynamic_update_slice(cached_BNSH, new_BNTH, start)
 
 
 class MultiHeadAttention(nn.Module):
@@ -135,7 +136,7 @@ class MultiHeadAttention(nn.Module):
         bias), where S_total counts prefix positions first, then cache or input positions.
       cache: when given, the new keys/values are written at `cache_index` and attention runs
         over the whole cache (its length is the key axis).
-      precomputed_kv: keys/values [batch, heads, head_dim, S] computed once (cross-attention
+      precomputed_kv: keys/values [batch, heads, S, head_dim] computed once (cross-attention
         during decoding; `heads_major` of `project_kv`).
       prefix: prefix keys/values attended before all others.
       cache_write_mask_BT: [batch, T], with `cache`: only positions where it is true are written;
@@ -143,14 +144,14 @@ class MultiHeadAttention(nn.Module):
     """
     query_BTNH = self._split_heads(self.query(inputs_q_BTD))
     if precomputed_kv is not None:
-      (key, value), layout = precomputed_kv, "bnhs"
+      (key, value), layout = precomputed_kv, "bnsh"
     else:
       key, value = self.project_kv(inputs_kv_BSD)
       layout = "bsnh"
       if cache is not None:
-        cache = KVCache(_write(cache.key_BNHS, key, cache_index, cache_write_mask_BT),
-                        _write(cache.value_BNHS, value, cache_index, cache_write_mask_BT))
-        key, value, layout = cache.key_BNHS, cache.value_BNHS, "bnhs"
+        cache = KVCache(_write(cache.key_BNSH, key, cache_index, cache_write_mask_BT),
+                        _write(cache.value_BNSH, value, cache_index, cache_write_mask_BT))
+        key, value, layout = cache.key_BNSH, cache.value_BNSH, "bnsh"
 
     logits_BNTS = jnp.einsum(f"btnh,{layout}->bnts", query_BTNH, key.astype(self.dtype),
                              preferred_element_type=jnp.float32)

@@ -110,7 +110,7 @@ class DecoderLayer(nn.Module):
     self.dropout = _dropout(self.config)
 
   def cross_kv(self, encoded_BTD: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Cross-attention keys/values [batch, heads, head_dim, T], computed once per generation."""
+    """Cross-attention keys/values [batch, heads, T, head_dim], computed once per generation."""
     key_BTNH, value_BTNH = self.encoder_decoder_attention.project_kv(encoded_BTD)
     return heads_major(key_BTNH), heads_major(value_BTNH)
 
@@ -193,7 +193,7 @@ class DecoderCache:
   """Decoding state of a decoder stack; every leaf is batch-major (beam search gathers rows).
 
   self_attention: per-layer KVCache of length max_length.
-  cross_kv: per-layer precomputed encoder keys/values [batch, heads, head_dim, T], or None
+  cross_kv: per-layer precomputed encoder keys/values [batch, heads, T, head_dim], or None
     (decoder-only).
   key_valid_BS: int32 [batch, max_length], 1 where a cached position holds a real token.
   encoder_valid_BT: int32 [batch, encoder length] or None.

@@ -16,37 +16,16 @@ from typing import Callable, Optional, Sequence, TextIO
 
 from absl import flags
 
+from prompt_tuning.cli import GIN_BINDINGS_FLAG, UsageError, rewrite_gin_args
+
 # Exit codes: 0 ran, 1 bad input (path, variable, checkpoint contents), 2 bad command line.
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 _HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull")
-_GIN_FLAG = re.compile(r"^--gin\.([^=]+)=(.*)$", re.DOTALL)
-GIN_BINDINGS_FLAG = "gin_bindings"
 
 DefineFn = Callable[[flags.FlagValues], None]
 RunFn = Callable[[flags.FlagValues, list[str]], None]
-
-
-class UsageError(ValueError):
-  """A command line that cannot be run as given (missing or conflicting arguments)."""
-
-
-def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
-  """Turns T5X-style `--gin.NAME=VALUE` arguments into `--gin_bindings=NAME=VALUE`.
-
-  Raises:
-    UsageError: a `--gin.NAME` argument without `=VALUE`.
-  """
-  out = []
-  for arg in argv:
-    if arg.startswith("--gin.") and not _GIN_FLAG.match(arg):
-      raise UsageError(
-          f"{arg!r} has no value: write gin bindings as --gin.NAME=VALUE (e.g. "
-          "--gin.NUM_EMBEDDINGS=32128, strings quoted: --gin.MODEL_DIR=\"'/tmp/model'\").")
-    match = _GIN_FLAG.match(arg)
-    out.append(f"--{GIN_BINDINGS_FLAG}={match.group(1)}={match.group(2)}" if match else arg)
-  return out
 
 
 def define_gin_flags(flag_values: flags.FlagValues) -> None:

@@ -108,6 +108,6 @@ def predict_batch(module: nn.Module, params: Any, batch: Batch, config: DecodeCo
                  top_p=float(config.top_p), eos_id=api.EOS_ID)
   rng = jax.random.PRNGKey(0) if rng is None else rng
   if is_decoder_only(module):
-    return api._generate_decoder_only(module, params, decoder_only_inputs(batch), rng, **options)
-  return api._generate_encoder_decoder(module, params, batch["encoder_input_tokens"], rng,
+    return api.generate_decoder_only(module, params, decoder_only_inputs(batch), rng, **options)
+  return api.generate_encoder_decoder(module, params, batch["encoder_input_tokens"], rng,
                                        **options)

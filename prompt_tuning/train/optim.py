@@ -97,8 +97,8 @@ def adafactor(learning_rate: Union[float, Schedule] = 0.3, *, decay_rate: float 
   schedule = learning_rate if callable(learning_rate) else constant_schedule(learning_rate)
 
   def init_param(param: jax.Array) -> ParamState:
-    placeholder = jnp.zeros((1,), jnp.float32)
-    state = dict(v_row=placeholder, v_col=placeholder, v=placeholder, m=placeholder)
+    # Distinct [1] placeholders (one shared buffer could not be donated four times).
+    state = {name: jnp.zeros((1,), jnp.float32) for name in ParamState._fields}
     dims = factored_dims(param.shape, min_dim_size_to_factor) if factored else None
     if dims is None:
       state["v"] = jnp.zeros(param.shape, jnp.float32)
