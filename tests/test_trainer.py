@@ -137,3 +137,25 @@ def test_split_covers_every_leaf_once():
   assert optim.merge_params(trainable, frozen) == params
   with pytest.raises(optim.NothingToTrainError, match="matches none"):
     optim.split_params(params, ".*/nothing/.*")
+
+
+def test_p_tuning_run_exports_a_plain_prompt(workspace):
+  model_dir = workspace / "p_tuning"
+  flags = _flags(workspace, model_dir, f"--gin.TRAIN_STEPS={FROZEN_STEP + 1}")
+  flags[1] = "--gin_file=test/t5_1_1_tiny_p_tuning.gin"
+  result = cli.execute(train_main._command, flags)
+  exported = [f for f in result.prompt_files if "for_inference" in f]
+  assert [os.path.basename(f) for f in exported] == ["encoder.prompt.prompt.prompt.npy"]
+  from prompt_tuning.methods import p_tuning
+  expected = p_tuning.export_prompt(result.trainable["encoder"]["prompt"]["prompt"])
+  np.testing.assert_array_equal(np.load(exported[0]), expected)
+  # The exported prompt drives the plain prompt-tuning model like the encoder drives P-tuning.
+  tokens = np.array([[5, 6, 7, 1]], np.int32)
+  p_model = api.load_model(["test/t5_1_1_tiny_p_tuning.gin"],
+                           checkpoint=str(workspace / "frozen"))
+  p_params = optim.merge_params(result.trainable, optim.split_params(p_model.params)[1])
+  plain = api.load_model(["test/t5_1_1_tiny_prompt.gin"], checkpoint=str(workspace / "frozen"))
+  decoder_inputs = np.zeros((1, 2), np.int32)
+  np.testing.assert_allclose(
+      plain.logits(tokens, decoder_inputs, prompt=exported[0]),
+      p_model.module.apply({"params": p_params}, tokens, decoder_inputs), atol=1e-5)

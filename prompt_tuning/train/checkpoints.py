@@ -57,6 +57,36 @@ def export_numpy(model_dir: str, step: int, trainable: Any) -> list[str]:
   return written
 
 
+def inference_exports(trainable: Any, prompt_config: Any, config: Any) -> dict[str, np.ndarray]:
+  """Arrays that make a trained reparameterised method usable without its training-time network.
+
+  P-tuning: the [P, D] prompt its encoder produces, under the plain prompt's path (so the file
+  `<stack>.prompt.prompt.prompt.npy` is a prompt file for the `*_prompt.gin` model). Prefix tuning
+  with a projection MLP: the final per-layer key/value prefixes. Other methods: nothing.
+  """
+  from prompt_tuning.methods import p_tuning, prefix_tuning  # Local: methods are optional here.
+  host = jax.device_get(trainable)
+  if isinstance(prompt_config, p_tuning.PTuningConfig):
+    return {f"{stack}/prompt/prompt/prompt": p_tuning.export_prompt(host[stack]["prompt"]["prompt"])
+            for stack in ("encoder", "decoder") if stack in host and "prompt" in host[stack]}
+  if isinstance(prompt_config, prefix_tuning.PrefixConfig) and prompt_config.projection:
+    return prefix_tuning.export_prefixes(host, config)
+  return {}
+
+
+def export_for_inference(model_dir: str, step: int, trainable: Any, prompt_config: Any,
+                         config: Any) -> list[str]:
+  """Writes `inference_exports` as `.npy` files next to the step's numpy checkpoint."""
+  written = []
+  folder = os.path.join(numpy_checkpoint_dir(model_dir, step), "for_inference")
+  for path, array in inference_exports(trainable, prompt_config, config).items():
+    target = os.path.join(folder, numpy_file_name(path))
+    if jax.process_index() == 0:
+      write_npy_atomically(target, array)
+    written.append(target)
+  return written
+
+
 class ModelDirError(OSError):
   """MODEL_DIR cannot be created or written."""
 
@@ -85,14 +115,14 @@ class TrainCheckpointer:
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
-  def save(self, step: int, trainable: Any, opt_state: Any, meta: dict[str, Any]) -> None:
-    """Writes checkpoint_<step> (params, opt_state, meta) and the `.npy` files."""
+  def save(self, step: int, trainable: Any, opt_state: Any, meta: dict[str, Any]) -> list[str]:
+    """Writes checkpoint_<step> (params, opt_state, meta) and the `.npy` files; returns the latter."""
     items = {orbax_format.PARAMS: ocp.args.StandardSave(trainable),
              orbax_format.OPT_STATE: ocp.args.StandardSave(opt_state),
              orbax_format.META: ocp.args.JsonSave({"step": int(step), **meta})}
     self._manager.save(int(step), args=ocp.args.Composite(**items), force=True)
     self._manager.wait_until_finished()
-    export_numpy(self.model_dir, int(step), trainable)
+    return export_numpy(self.model_dir, int(step), trainable)
 
   def restore(self, step: int, trainable_target: Any,
               opt_state_target: Any) -> tuple[Any, Any, dict[str, Any]]:

@@ -158,8 +158,9 @@ def train(*,
   def on_checkpoint(step: int, current: trainer.TrainState) -> None:
     meta = {"data_position": batches.position, "trainable_regex": trainable_regex,
             "initial_checkpoint_path": initial_checkpoint_path or "", "start_step": start_step}
-    checkpointer.save(step, current.trainable, current.opt_state, meta)
-    prompt_files[:] = train_checkpoints.export_numpy(model_dir, step, current.trainable)
+    prompt_files[:] = checkpointer.save(step, current.trainable, current.opt_state, meta)
+    prompt_files.extend(train_checkpoints.export_for_inference(
+        model_dir, step, current.trainable, prompt_config, model_config))
 
   step_fn = trainer.make_train_step(run.module, tx, loss_config,
                                     dropout=model_config.dropout_rate > 0,
