@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gin
+import jax
 import numpy as np
 import pytest
 import seqio
@@ -78,3 +79,30 @@ def test_eval_with_beam_search_equals_greedy_with_one_beam(workspace):
                       "--gin.models.DecodeConfig.alpha=0.0")
   assert set(greedy[TASK]) == {"accuracy"}
   assert one_beam == greedy
+
+
+def test_released_prompt_evaluates_through_prompt_eval_gin_on_a_base_shape(tmp_path):
+  """The paper's released SST-2 prompt [100, 768] plugs into T5 1.1 base via runs/prompt_eval.gin.
+
+  Frozen weights stay abstract (`jax.eval_shape`); the prompt is the real file, unconverted.
+  """
+  from conftest import shared_fixture
+  from prompt_tuning.models import config as model_config
+  from prompt_tuning.train import model_setup
+  prompt_path = shared_fixture("released_prompts/t5_1_1_lm100k_base/sst2.npy")
+  gin_utils.parse_gin_config(
+      ["models/t5_1_1_base_prompt.gin", "runs/prompt_eval.gin"],
+      [f"PROMPT_FILE='{prompt_path}'", "INITIAL_CHECKPOINT_PATH='/unused'",
+       f"EVAL_OUTPUT_DIR='{tmp_path}'", "MIXTURE_OR_TASK_NAME='taskless_glue_sst2_v200_examples'",
+       "TASK_FEATURE_LENGTHS={'inputs': 512, 'targets': 8}"])
+  config = gin_utils.call_configured(model_config.T5Config)
+  run = model_setup.build_run_model(config, api._prompt_config_from_gin())  # pylint: disable=protected-access
+  params = model_setup.with_prompt_file(run.shapes, gin.query_parameter("%PROMPT_FILE"))
+  prompt = params["encoder"]["prompt"]["prompt"]["prompt"]
+  np.testing.assert_array_equal(np.asarray(prompt), np.load(prompt_path))
+  batch = {"encoder_input_tokens": np.ones((2, 512), np.int32),
+           "decoder_input_tokens": np.zeros((2, 8), np.int32),
+           "decoder_target_tokens": np.ones((2, 8), np.int32),
+           "decoder_loss_weights": np.ones((2, 8), np.float32)}
+  scores = jax.eval_shape(lambda p: models.score_batch(run.module, p, batch), params)
+  assert scores.shape == (2,)
