@@ -65,11 +65,20 @@ def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
 
 
 def _initialize_distributed() -> None:
+  """Joins this process to a multi-host run (`jax.distributed.initialize`) when the flags ask.
+
+  Must run before JAX creates its backends. Cross-process collectives of the CPU backend use gloo
+  over TCP unless `--jax_cpu_collectives_implementation` chose another (e.g. mpi); this affects
+  only CPU devices (multi-process CPU runs and tests): GPU and TPU bring their own collectives.
+  """
   import jax  # Local: flags are parsed before JAX starts.
-  if FLAGS.multiprocess_gpu or FLAGS.coordinator_address:
-    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                               num_processes=FLAGS.process_count,
-                               process_id=FLAGS.process_index)
+  if not (FLAGS.multiprocess_gpu or FLAGS.coordinator_address):
+    return
+  if getattr(jax.config, "jax_cpu_collectives_implementation", "gloo") is None:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                             num_processes=FLAGS.process_count,
+                             process_id=FLAGS.process_index)
 
 
 def _is_user_error(error: BaseException) -> bool:

@@ -2,7 +2,8 @@
 
 The training stream is deterministic given (task, split, seed): resuming at position N rebuilds
 the same stream and skips N batches, so a resumed run sees exactly the batches an uninterrupted
-run would. Each process reads its own shard of the data (`jax.process_index()`).
+run would. Each process reads its own shard of the data (one per group of processes that
+feed the same batch rows; `partitioning.process_batch_shard`).
 """
 
 from __future__ import annotations
@@ -89,19 +90,26 @@ def feature_converter(architecture: str, prompt_length: int = 0,
   return feature_converters.PromptEncDecFeatureConverter(prompt_length=prompt_length, pack=pack)
 
 
-def local_batch_size(global_batch_size: int) -> int:
-  """This process's share of the global batch."""
-  count = jax.process_count()
+def local_batch_size(global_batch_size: int, num_shards: Optional[int] = None) -> int:
+  """This process's share of the global batch split into `num_shards` (default: processes)."""
+  count = jax.process_count() if num_shards is None else num_shards
   if global_batch_size % count:
-    raise ValueError(f"BATCH_SIZE={global_batch_size} must divide by the {count} processes.")
+    raise ValueError(f"BATCH_SIZE={global_batch_size} must divide by the {count} data shards "
+                     "(processes feeding distinct examples): change BATCH_SIZE.")
   return global_batch_size // count
 
 
 def get_dataset(config: DatasetConfig, converter: seqio.FeatureConverter, *,
-                repeat: bool = True, drop_remainder: bool = True) -> tf.data.Dataset:
-  """This process's batched tf.data stream of converted features (text lengths)."""
+                repeat: bool = True, drop_remainder: bool = True,
+                shard: Optional[tuple[int, int]] = None) -> tf.data.Dataset:
+  """This process's batched tf.data stream of converted features (text lengths).
+
+  `shard` = (index, count) of this process's slice of the global batch (see
+  `partitioning.process_batch_shard`); default: (process index, process count).
+  """
   get_mixture_or_task(config.mixture_or_task_name, config.module)
-  shard = seqio.ShardInfo(index=jax.process_index(), num_shards=jax.process_count())
+  index, count = shard or (jax.process_index(), jax.process_count())
+  shard = seqio.ShardInfo(index=index, num_shards=count)
   ds = seqio.get_dataset(
       config.mixture_or_task_name, task_feature_lengths=dict(config.task_feature_lengths),
       dataset_split=config.split, shuffle=config.shuffle, num_epochs=None if repeat else 1,
@@ -109,7 +117,7 @@ def get_dataset(config: DatasetConfig, converter: seqio.FeatureConverter, *,
       seed=config.seed)
   if config.num_examples is not None:
     ds = ds.take(config.num_examples)
-  return ds.batch(local_batch_size(config.batch_size), drop_remainder=drop_remainder)
+  return ds.batch(local_batch_size(config.batch_size, count), drop_remainder=drop_remainder)
 
 
 class BatchIterator:

@@ -45,12 +45,39 @@ class UnknownLogicalAxisError(ValueError):
 
 
 def make_mesh(num_partitions: int = 1, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
-  """A (data, model) mesh over `devices` (default: all) with `num_partitions` model shards."""
-  devices = list(jax.devices() if devices is None else devices)
+  """A (data, model) mesh over `devices` (default: all) with `num_partitions` model shards.
+
+  By default devices are ordered by process, so with several processes each `data` row lies
+  within one process when `num_partitions` divides the devices per process.
+  """
+  if devices is None:
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+  devices = list(devices)
   if num_partitions < 1 or len(devices) % num_partitions:
     raise ValueError(f"NUM_PARTITIONS={num_partitions} must divide the {len(devices)} devices.")
   grid = np.asarray(devices).reshape(len(devices) // num_partitions, num_partitions)
   return Mesh(grid, (DATA_AXIS, MODEL_AXIS))
+
+
+def process_batch_shard(mesh: Mesh) -> tuple[int, int]:
+  """(index, count): this process feeds slice `index` of `count` equal slices of the global batch.
+
+  Processes whose devices hold the same `data` rows of the mesh (a `model` axis spanning
+  processes) must feed the same examples, so they share a slice: `count` is the number of
+  distinct row groups, not the number of processes.
+  """
+  rows: dict[int, set[int]] = {}
+  for (row, _), device in np.ndenumerate(mesh.devices):
+    rows.setdefault(device.process_index, set()).add(row)
+  groups = sorted({tuple(sorted(r)) for r in rows.values()})
+  size = len(groups[0])
+  if (any(len(g) != size or g != tuple(range(g[0], g[0] + size)) for g in groups)
+      or sum(len(g) for g in groups) != mesh.shape[DATA_AXIS]):
+    raise ValueError(
+        f"the mesh {dict(mesh.shape)} splits the batch unevenly over the {len(rows)} processes "
+        f"(rows per process: {sorted(rows.items())}): give every process the same number of "
+        "devices and set NUM_PARTITIONS to divide it, or to a multiple of it.")
+  return groups.index(tuple(sorted(rows[jax.process_index()]))), len(groups)
 
 
 def logical_to_spec(axes: Sequence[Optional[str]],

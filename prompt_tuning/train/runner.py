@@ -125,7 +125,9 @@ def train(*,
   state = partitioning.place(state, state_sh)  # Placed as the step's outputs: one compilation.
 
   converter = data.feature_converter(model_config.architecture, run.prompt_length)
-  batches = data.BatchIterator(data.get_dataset(train_dataset_cfg, converter), position)
+  shard = partitioning.process_batch_shard(mesh)  # Processes feeding the same rows share one.
+  batches = data.BatchIterator(data.get_dataset(train_dataset_cfg, converter, shard=shard),
+                               position)
   sharded = (partitioning.shard_batch(batch, mesh) for batch in batches)
 
   eval_metrics: dict[int, dict[str, dict[str, float]]] = {}
