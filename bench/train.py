@@ -17,8 +17,11 @@ the same again for the activation gradient; attention's score and value matmuls 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import re
 import statistics
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +29,7 @@ import numpy as np
 
 import common
 from prompt_tuning import api, prompts
+from prompt_tuning.checkpoints import tree
 from prompt_tuning.models import T5Config
 from prompt_tuning.train import models, optim, partitioning, trainer
 
@@ -50,6 +54,65 @@ def forward_flops(config: T5Config, inputs: int, targets: int, prompt: int) -> t
 def useful_flops_per_example(config: T5Config, inputs: int, targets: int, prompt: int) -> float:
   dense, attention = forward_flops(config, inputs, targets, prompt)
   return 2 * dense + 3 * attention
+
+
+def random_params(shapes: dict, head_dim: int, seed: int = 0) -> dict:
+  """Random parameters of the given shapes (a tree of ShapeDtypeStruct), drawn in numpy.
+
+  Scales follow the model's initialisers (kernels: normal with variance 1/fan_in, queries also
+  divided by sqrt(head_dim); embedding: unit normal; norm scales: ones; prompts and position
+  biases: uniform). Unlike `api.init_params` under jit, which compiles one large program and
+  holds ~2x the parameters in XLA temporaries (~1.2 GB peak RSS for T5-small), this never holds
+  more than the parameters plus one leaf, so the benchmark's peak RSS reflects training.
+  """
+  rng = np.random.default_rng(seed)
+  flat = {}
+  for path, shape_dtype in tree.flatten_params(shapes).items():
+    shape = shape_dtype.shape
+    if path.endswith("/scale"):
+      value = np.ones(shape, np.float32)
+    elif re.search(r"(/prompt/|/prefix/|rel_embedding)", path):
+      value = rng.uniform(-0.5, 0.5, size=shape).astype(np.float32)
+    else:
+      value = rng.standard_normal(size=shape, dtype=np.float32)
+      if path.endswith("/kernel"):
+        value *= np.float32(shape[0] ** -0.5)
+        if path.endswith("query/kernel"):
+          value *= np.float32(head_dim ** -0.5)
+    flat[path] = jnp.asarray(value)
+    del value
+  return tree.unflatten_params(flat)
+
+
+def release_freed_host_memory() -> None:
+  """Hands memory that glibc holds but no longer uses back to the OS (`malloc_trim`).
+
+  XLA's compiler frees ~150 MB of working memory for T5-small that glibc keeps mapped; without
+  this it would count in the peak RSS although training never touches it. No-op off glibc.
+  """
+  try:
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+  except (OSError, AttributeError):
+    pass
+
+
+def new_state(tx, trainable: dict) -> trainer.TrainState:
+  """Step 0 training state of `trainable` parameters."""
+  return trainer.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
+                            opt_state=tx.init(trainable))
+
+
+def time_steps(fn, repeats: int, warmup: int) -> tuple[list[float], list[float]]:
+  """(wall seconds, process CPU seconds) of `repeats` blocked calls of `fn`, after `warmup`."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  wall, cpu = [], []
+  for _ in range(repeats):
+    start, start_cpu = time.perf_counter(), time.process_time()
+    jax.block_until_ready(fn())
+    wall.append(time.perf_counter() - start)
+    cpu.append(time.process_time() - start_cpu)
+  return wall, cpu
 
 
 def random_batch(rng: np.random.Generator, batch: int, inputs: int, targets: int,
@@ -79,46 +142,65 @@ def main(argv: list[str]) -> None:
   config = common.shape_config(args.shape, dtype=args.dtype, dropout_rate=args.dropout)
   prompt_config = prompts.PromptConfig(length=args.prompt, initializer=prompts.uniform(0.5))
   module = api.build_any_model(config, prompt_config)
-  params = jax.jit(lambda r: api.init_params(module, config, r))(jax.random.PRNGKey(0))
   regex = ".*" if args.full_finetune else optim.DEFAULT_TRAINABLE_REGEX
-  trainable, frozen = optim.split_params(params, regex)
   tx = optim.adafactor(learning_rate=0.3)
-  state = trainer.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
-                             opt_state=tx.init(trainable))
   mesh = partitioning.make_mesh(1)
-  step_fn = trainer.make_train_step(module, tx, models.LossConfig(), dropout=args.dropout > 0)
   replicated = partitioning.replicated(mesh)
+  step_fn = trainer.make_train_step(module, tx, models.LossConfig(), dropout=args.dropout > 0)
   jitted = trainer.jit_train_step(step_fn, replicated, replicated, mesh)
   batch = partitioning.shard_batch(
       random_batch(np.random.default_rng(0), args.batch, args.inputs, args.targets,
                    config.vocab_size), mesh)
   rng = trainer.dropout_key(1)
 
+  # Compiled from shapes before any parameter exists, so compilation and training memory do not
+  # add up in the peak RSS.
+  shapes = api.param_shapes(module, config)
+  trainable_shapes, frozen_shapes = optim.split_params(shapes, regex)
+  start = time.perf_counter()
+  compiled = jitted.lower(jax.eval_shape(lambda t: new_state(tx, t), trainable_shapes),
+                          frozen_shapes, batch, rng).compile()
+  compile_seconds = time.perf_counter() - start
+  release_freed_host_memory()
+
+  trainable, frozen = optim.split_params(random_params(shapes, config.head_dim), regex)
+  release_freed_host_memory()  # numpy's per-leaf buffers.
+  num_trainable = int(sum(np.size(x) for x in jax.tree_util.tree_leaves(trainable)))
+  # Placed as the step's outputs are (a jitted call with the unplaced state would compile again).
+  state = partitioning.place(new_state(tx, trainable), replicated)
+  frozen = partitioning.place(frozen, replicated)
+  del trainable  # Donated with the state.
   holder = {"state": state}
+  del state
 
   def one_step():
-    holder["state"], metrics = jitted(holder["state"], frozen, batch, rng)
+    holder["state"], metrics = compiled(holder["state"], frozen, batch, rng)
     return metrics["loss"]
 
-  seconds = common.time_calls(one_step, repeats=args.steps, warmup=2)
+  seconds, cpu_seconds = time_steps(one_step, repeats=args.steps, warmup=2)
   per_step = statistics.median(seconds)
   flops = useful_flops_per_example(config, args.inputs, args.targets, args.prompt) * args.batch
   record = {
       "benchmark": "train", "shape": args.shape, "mode": "full_finetune" if args.full_finetune
       else "prompt_tuning", "batch": args.batch, "inputs": args.inputs, "targets": args.targets,
       "prompt": args.prompt, "dropout": args.dropout, "dtype": args.dtype,
-      "trainable_parameters": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(trainable))),
+      "trainable_parameters": num_trainable,
+      "compile_seconds": compile_seconds,
       "seconds_per_step": per_step,
       "examples_per_second": args.batch / per_step,
       "useful_gflops_per_step": flops / 1e9,
       "useful_gflops_per_second": flops / per_step / 1e9,
       **common.summarize_times(seconds, prefix="step_"),
+      # Process CPU time (all threads) per step: the work done, less sensitive than wall time
+      # to other processes on a shared machine (with 2 idle cores it is <= 2x seconds_per_step).
+      "cpu_seconds_per_step": statistics.median(cpu_seconds),
   }
+  # Memory of training only: recorded before the matmul-peak probe allocates its matrices.
+  record.update(common.memory_record())
   if not args.skip_peak:
     record["matmul_peak_gflops_per_second"] = common.matmul_peak_gflops(args.dtype)
     record["fraction_of_peak"] = (record["useful_gflops_per_second"] /
                                   record["matmul_peak_gflops_per_second"])
-  record.update(common.memory_record())
   record.update(common.environment())
   common.print_record(record)
   common.write_json(args.json, record)

@@ -140,9 +140,10 @@ def _generate(module: nn.Module, params: dict, prompt_cache: PromptCache,
   length = tokens_BT.shape[1]
   cache = cache_with_prompt(module, params, prompt_cache, tokens_BT,
                             options["max_decode_length"])
-  step_fn = api._tokens_to_logits(module, {"params": params})  # pylint: disable=protected-access
-  return api._search(step_fn, cache, tokens_BT[:, -1], length - 1 + module.prompt_length,  # pylint: disable=protected-access
-                     rng, **options)
+  # pylint: disable=protected-access
+  step_fn = api._tokens_to_logits(module, {"params": params})
+  return api._search(step_fn, cache, tokens_BT[:, -1], length - 1 + module.prompt_length, rng,
+                     **options)
 
 
 def generate(model: api.LoadedModel,

@@ -419,3 +419,15 @@ def test_decoders_under_jit_with_traced_model_and_start_step():
                                                                      STARTS[row], 5)[0])
   np.testing.assert_array_equal(beam.tokens_BKL, eager_beam.tokens_BKL)
   np.testing.assert_allclose(beam.scores_BK, eager_beam.scores_BK, rtol=1e-6)
+
+
+def test_first_argmax_equals_argmax_with_ties_and_nan():
+  rs = np.random.RandomState(0)
+  logits = rs.randn(5, 37).astype(np.float32)
+  logits[1, [3, 9, 20]] = 10.0  # ties: the first wins
+  logits[2, :] = 0.0
+  logits[3, [4, 7]] = np.nan  # jnp.argmax picks the first NaN
+  got = np.asarray(decoding.first_argmax(jnp.asarray(logits)))
+  np.testing.assert_array_equal(got, np.asarray(jnp.argmax(jnp.asarray(logits), axis=-1)))
+  np.testing.assert_array_equal(got[1:4], [3, 0, 4])
+  assert got.dtype == np.int32

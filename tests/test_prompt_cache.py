@@ -106,6 +106,18 @@ def test_prompt_change_needs_a_rebuilt_cache(model, cache):
                                 other.generate(INPUTS, 6, eos_id=-1))
 
 
+def test_new_batches_and_new_prompts_reuse_the_compiled_generation(model, cache):
+  prompt_cache.generate(model, cache, INPUTS, 6, eos_id=-1)
+  compiled = prompt_cache._generate._cache_size()  # pylint: disable=protected-access
+  other = api.LoadedModel(CONFIG, model.module, model.with_prompt(
+      np.full((PROMPT_LENGTH, CONFIG.emb_dim), -0.2, np.float32)))
+  for shift in (1, 2):
+    prompt_cache.generate(model, cache, INPUTS + shift * (INPUTS > 0), 6, eos_id=-1)
+  prompt_cache.generate(other, prompt_cache.build_prompt_cache(other.module, other.params),
+                        INPUTS, 6, eos_id=-1)
+  assert prompt_cache._generate._cache_size() == compiled  # pylint: disable=protected-access
+
+
 def test_errors_name_the_fix(model, cache):
   encoder_decoder = layers.build_prompt_model(
       CONFIG.replace(architecture="encoder_decoder", num_encoder_layers=2),

@@ -29,7 +29,7 @@ NEG_INF = -1e10
 class KVCache:
   """Keys and values of one attention layer for decoding; every leaf is batch-major.
 
-  key_BNSH / value_BNSH: [batch, heads, head_dim, max_length] (heads-major, positions last).
+  key_BNSH / value_BNSH: [batch, heads, max_length, head_dim] (heads-major).
   """
 
   key_BNSH: jax.Array
@@ -56,6 +56,29 @@ class KVPrefix:
 
   key_BPNH: jax.Array
   value_BPNH: jax.Array
+
+
+@jax.custom_vjp
+def softmax_last(logits: jax.Array) -> jax.Array:
+  """`jax.nn.softmax` over the last axis whose backward pass keeps only its output.
+
+  Same values and gradient (g -> y * (g - sum(g * y))); differentiating `jax.nn.softmax` lets
+  XLA keep the exponentials and a broadcast denominator as well, two more [batch, heads, T, S]
+  arrays per attention layer for the backward pass.
+  """
+  return jax.nn.softmax(logits, axis=-1)
+
+
+def _softmax_last_fwd(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+  weights = jax.nn.softmax(logits, axis=-1)
+  return weights, weights
+
+
+def _softmax_last_bwd(weights: jax.Array, grad: jax.Array) -> tuple[jax.Array]:
+  return (weights * (grad - jnp.sum(grad * weights, axis=-1, keepdims=True)),)
+
+
+softmax_last.defvjp(_softmax_last_fwd, _softmax_last_bwd)
 
 
 def mask_to_bias(mask: jax.Array, dtype: jnp.dtype = jnp.float32) -> jax.Array:
@@ -110,6 +133,32 @@ class MultiHeadAttention(nn.Module):
   def _split_heads(self, x_BTJ: jax.Array) -> jax.Array:
     return x_BTJ.reshape(x_BTJ.shape[:-1] + (self.num_heads, self.head_dim))
 
+  def _drop_values(self, weights_shape: tuple[int, ...], layout: str, value: jax.Array,
+                   prefix_value_BPNH: Optional[jax.Array]
+                   ) -> tuple[jax.Array, Optional[jax.Array]]:
+    """Dropout of the attention weights, applied to the values it multiplies.
+
+    The weights' dropout mask is shared by all queries (broadcast over T, as T5X), so dropping
+    weight column s equals dropping value row s: context = (weights * keep_s) @ values =
+    weights @ (keep_s * values). Scaling the values keeps the same random mask (the same
+    `weights_dropout` draw, of shape [batch, heads, 1, S_total]) while the training step neither
+    computes nor stores a second [batch, heads, T, S] array.
+    """
+    batch, heads, _, total = weights_shape
+    keep_BN1S = self.weights_dropout(jnp.ones((batch, heads, 1, total), jnp.float32),
+                                     deterministic=False)
+    keep_BNS = keep_BN1S[:, :, 0, :]
+
+    def scale(keep_BNS: jax.Array, x: jax.Array, x_layout: str) -> jax.Array:
+      keep = jnp.transpose(keep_BNS, ["bns".index(axis) for axis in x_layout if axis != "h"])
+      keep = jnp.expand_dims(keep, x_layout.index("h"))
+      return (x.astype(jnp.float32) * keep).astype(x.dtype)
+
+    num_prefix = 0 if prefix_value_BPNH is None else prefix_value_BPNH.shape[1]
+    if prefix_value_BPNH is not None:
+      prefix_value_BPNH = scale(keep_BNS[..., :num_prefix], prefix_value_BPNH, "bsnh")
+    return scale(keep_BNS[..., num_prefix:], value, layout), prefix_value_BPNH
+
   def project_kv(self, inputs_kv_BSD: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Keys and values [batch, S, heads, head_dim] of the given inputs."""
     return (self._split_heads(self.key(inputs_kv_BSD)),
@@ -163,12 +212,15 @@ class MultiHeadAttention(nn.Module):
       logits_BNTS = jnp.concatenate([prefix_BNTP, logits_BNTS], axis=-1)
     if bias_BNTS is not None:
       logits_BNTS = logits_BNTS + bias_BNTS.astype(jnp.float32)
-    weights_BNTS = jax.nn.softmax(logits_BNTS, axis=-1).astype(self.dtype)
-    weights_BNTS = self.weights_dropout(weights_BNTS, deterministic=deterministic)
-    context_BTNH = jnp.einsum(f"bnts,{layout}->btnh", weights_BNTS[..., num_prefix:],
-                              value.astype(self.dtype))
+    weights_BNTS = softmax_last(logits_BNTS).astype(self.dtype)
+    value = value.astype(self.dtype)
+    prefix_value_BPNH = None if prefix is None else prefix.value_BPNH.astype(self.dtype)
+    if not deterministic and self.dropout_rate > 0:
+      value, prefix_value_BPNH = self._drop_values(weights_BNTS.shape, layout, value,
+                                                   prefix_value_BPNH)
+    context_BTNH = jnp.einsum(f"bnts,{layout}->btnh", weights_BNTS[..., num_prefix:], value)
     if prefix is not None:
       context_BTNH = context_BTNH + jnp.einsum("bntp,bpnh->btnh", weights_BNTS[..., :num_prefix],
-                                               prefix.value_BPNH.astype(self.dtype))
+                                               prefix_value_BPNH)
     context_BTJ = context_BTNH.reshape(context_BTNH.shape[:2] + (-1,))
     return self.out(context_BTJ), cache

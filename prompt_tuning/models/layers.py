@@ -7,6 +7,7 @@ Parameters are stored in float32; computation runs in the configured activation 
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -90,6 +91,21 @@ _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
+@functools.partial(jax.checkpoint, static_argnums=(0,))
+def _gated_activation(activations: tuple[str, ...], *projected_BTF: jax.Array) -> jax.Array:
+  """Product of each projection's activation, e.g. gelu(x wi_0) * (x wi_1) -> [batch, T, mlp].
+
+  Rematerialised: the backward pass keeps only the projections and recomputes the cheap
+  element-wise activations, instead of also storing their [batch, T, mlp] results (for T5-small
+  training this saves 2 of the 4 MLP-sized buffers per layer, ~75 MB).
+  """
+  hidden_BTF = None
+  for activation, x_BTF in zip(activations, projected_BTF):
+    x_BTF = _ACTIVATIONS[activation](x_BTF)
+    hidden_BTF = x_BTF if hidden_BTF is None else hidden_BTF * x_BTF
+  return hidden_BTF
+
+
 class MlpBlock(nn.Module):
   """Position-wise MLP: `wi` (one activation) or gated `wi_0`, `wi_1`, ... then `wo`.
 
@@ -106,12 +122,11 @@ class MlpBlock(nn.Module):
     unknown = [a for a in self.activations if a not in _ACTIVATIONS]
     if unknown:
       raise ValueError(f"Unknown MLP activation(s) {unknown}; choose from {sorted(_ACTIVATIONS)}.")
-    hidden_BTF = None
-    for index, activation in enumerate(self.activations):
-      name = "wi" if len(self.activations) == 1 else f"wi_{index}"
-      projected = Dense(self.intermediate_dim, ("embed", "mlp"), self.dtype, name=name)(x_BTD)
-      projected = _ACTIVATIONS[activation](projected)
-      hidden_BTF = projected if hidden_BTF is None else hidden_BTF * projected
+    projected = [
+        Dense(self.intermediate_dim, ("embed", "mlp"), self.dtype,
+              name="wi" if len(self.activations) == 1 else f"wi_{index}")(x_BTD)
+        for index in range(len(self.activations))]
+    hidden_BTF = _gated_activation(tuple(self.activations), *projected)
     # Dropout on the hidden activations, broadcast over the length axis (T5X).
     hidden_BTF = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
         hidden_BTF, deterministic=deterministic)

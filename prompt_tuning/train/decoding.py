@@ -227,9 +227,22 @@ def _decode_loop(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
   return DecodeOutput(tokens_BL=final.tokens_BL, scores_B=final.scores_B)
 
 
+def first_argmax(logits_BV: jax.Array) -> jax.Array:
+  """int32 [batch]: each row's most likely token, the first among ties; equals jnp.argmax.
+
+  Two plain reductions (max, then the smallest index holding it) instead of XLA's fused
+  (value, index) reduce, which the CPU backend runs 3-5x slower on [8, 32128] logits (about
+  0.5 ms of every decoding step). A row with NaN gives its first NaN, as jnp.argmax does.
+  """
+  max_B1 = jnp.max(logits_BV, axis=-1, keepdims=True)
+  index_BV = jax.lax.broadcasted_iota(jnp.int32, logits_BV.shape, logits_BV.ndim - 1)
+  is_max_BV = (logits_BV == max_B1) | jnp.isnan(logits_BV)
+  return jnp.min(jnp.where(is_max_BV, index_BV, logits_BV.shape[-1]), axis=-1)
+
+
 def _argmax(logits_BV: jax.Array, key: jax.Array) -> jax.Array:
   del key
-  return jnp.argmax(logits_BV, axis=-1)
+  return first_argmax(logits_BV)
 
 
 def greedy_decode(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
@@ -284,7 +297,7 @@ def sample_decode(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
     scaled_BV = logits_BV / jnp.maximum(temperature, MIN_TEMPERATURE)
     sampled_B = jax.random.categorical(key, filter_logits(scaled_BV, top_k, top_p), axis=-1)
     if isinstance(temperature, jax.Array):
-      return jnp.where(temperature < MIN_TEMPERATURE, jnp.argmax(logits_BV, axis=-1), sampled_B)
+      return jnp.where(temperature < MIN_TEMPERATURE, first_argmax(logits_BV), sampled_B)
     return sampled_B
 
   return _decode_loop(tokens_to_logits, initial_cache, start_tokens_B, max_decode_len,
