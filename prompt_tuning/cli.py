@@ -5,11 +5,14 @@ later files win), `--gin.NAME=VALUE` (a binding; e.g. `--gin.MODEL_DIR="'/tmp/ru
 `--gin_bindings`, `--gin_search_paths`, `--tfds_data_dir`, and for multi-host runs
 `--multiprocess_gpu` / `--coordinator_address` / `--process_count` / `--process_index`
 (passed to `jax.distributed.initialize`; on TPU pods `jax.distributed.initialize()` needs none).
+`--compilation_cache_dir` keeps XLA's compiled programs between runs (JAX's persistent cache), so
+a second run of the same command skips compiling.
 This module and `gin_utils` are the only places gin is parsed.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from typing import Any, Callable, Sequence
@@ -24,6 +27,17 @@ _USER_ERROR_NAMES = (
 
 FLAGS = flags.FLAGS
 
+# Overrides the default compilation cache folder; empty disables the cache (the test suite does).
+COMPILATION_CACHE_ENV = "PROMPT_TUNING_COMPILATION_CACHE_DIR"
+
+
+def default_compilation_cache_dir() -> str:
+  """$PROMPT_TUNING_COMPILATION_CACHE_DIR, else <user cache dir>/prompt_tuning/xla."""
+  if COMPILATION_CACHE_ENV in os.environ:
+    return os.environ[COMPILATION_CACHE_ENV]
+  cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(cache_home, "prompt_tuning", "xla")
+
 
 def define_flags() -> None:
   """Registers the commands' flags (once per process)."""
@@ -37,6 +51,9 @@ def define_flags() -> None:
   flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
   flags.DEFINE_integer("process_count", None, "number of processes (multi-host).")
   flags.DEFINE_integer("process_index", None, "index of this process (multi-host).")
+  flags.DEFINE_string("compilation_cache_dir", default_compilation_cache_dir(),
+                      "folder of JAX's persistent compilation cache (reruns skip compiling); "
+                      "'' disables it. JAX_COMPILATION_CACHE_DIR, when set, wins.")
 
 
 class UsageError(ValueError):
@@ -81,6 +98,19 @@ def _initialize_distributed() -> None:
                              process_id=FLAGS.process_index)
 
 
+def enable_compilation_cache(path: str) -> None:
+  """Points JAX's persistent compilation cache at `path` ('' or None: leave it off).
+
+  Must run before the process compiles anything. A cache folder the user gave JAX directly
+  (JAX_COMPILATION_CACHE_DIR / jax_compilation_cache_dir) is kept. JAX stores only programs that
+  took over a second to compile (`jax_persistent_cache_min_compile_time_secs`).
+  """
+  import jax  # Local: flags are parsed before JAX starts.
+  if not path or jax.config.jax_compilation_cache_dir:
+    return
+  jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+
+
 def _is_user_error(error: BaseException) -> bool:
   return any(cls.__name__ in _USER_ERROR_NAMES for cls in type(error).__mro__)
 
@@ -91,6 +121,7 @@ def _configured_call(command: Callable[..., Any]) -> Any:
   from prompt_tuning.models import config as model_config
 
   _initialize_distributed()
+  enable_compilation_cache(FLAGS.compilation_cache_dir)
   if FLAGS.tfds_data_dir:
     import seqio
     seqio.set_tfds_data_dir_override(FLAGS.tfds_data_dir)

@@ -200,17 +200,22 @@ class PromptDecoderOnly(DecoderOnly):
                decoder_input_tokens: jax.Array,
                decoder_target_tokens: Optional[jax.Array] = None,
                decoder_causal_attention: Optional[jax.Array] = None,
-               enable_dropout: bool = False) -> jax.Array:
-    """Tokens [B, T] -> logits [B, T, V] (the prompt positions' logits are dropped)."""
+               enable_dropout: bool = False,
+               return_hidden: bool = False) -> jax.Array:
+    """Tokens [B, T] -> logits [B, T, V] (the prompt positions' logits are dropped).
+
+    With `return_hidden`: the final hidden states [B, T, D] of the same positions instead.
+    """
     source_BT = decoder_input_tokens if decoder_target_tokens is None else decoder_target_tokens
     valid_BT = source_BT > 0
     embedded_BSD, valid_BS, index_B = self.decoder.add_prompt(
         decoder_input_tokens, self.embed(decoder_input_tokens), valid_BT)
     causal_BS = masks.causal_attention_with_prompt(decoder_causal_attention, index_B,
                                                    self.prompt_length)
-    logits_BSV = self.decode_embedded(embedded_BSD, valid_BS, causal_BS, enable_dropout,
-                                      layer_inputs_fn=self.decoder.layer_inputs_fn(index_B))
-    return combine.remove_prompt(logits_BSV, index_B, self.prompt_length)
+    outputs_BSX = self.decode_embedded(embedded_BSD, valid_BS, causal_BS, enable_dropout,
+                                       layer_inputs_fn=self.decoder.layer_inputs_fn(index_B),
+                                       return_hidden=return_hidden)
+    return combine.remove_prompt(outputs_BSX, index_B, self.prompt_length)
 
   def init_decode_cache(self, batch: int, max_decode_length: int) -> DecoderCache:
     """Decoding state for `max_decode_length` token positions plus the P prompt positions."""

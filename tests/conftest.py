@@ -12,6 +12,10 @@ TEST_FIXTURES = REPO_ROOT / "tests" / "fixtures"
 SHARED_FIXTURES = pathlib.Path(
     os.environ.get("PROMPT_TUNING_SHARED_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
 
+# Commands run in-process by the tests leave JAX's persistent compilation cache off (it would be
+# turned on mid-process and write to the user's cache folder); tests/test_cli_errors.py covers it.
+os.environ.setdefault("PROMPT_TUNING_COMPILATION_CACHE_DIR", "")
+
 
 def shared_fixture(relative: str) -> pathlib.Path:
   """Path of a file under ../shared/fixtures; skips the calling test if it is absent."""

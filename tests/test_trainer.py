@@ -6,6 +6,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import seqio
@@ -159,3 +160,51 @@ def test_p_tuning_run_exports_a_plain_prompt(workspace):
   np.testing.assert_allclose(
       plain.logits(tokens, decoder_inputs, prompt=exported[0]),
       p_model.module.apply({"params": p_params}, tokens, decoder_inputs), atol=1e-5)
+
+
+def _bfloat16_rounded(params):
+  return jax.tree_util.tree_map(
+      lambda x: np.asarray(jnp.asarray(x, jnp.bfloat16).astype(jnp.float32)), params)
+
+
+def test_bfloat16_frozen_weights_train_as_their_float32_rounding(workspace):
+  """FROZEN_DTYPE='bfloat16' holds the frozen weights in bfloat16 and computes in float32: the
+  losses and trained prompt equal a float32 run on the bfloat16-rounded weights."""
+  rounded = workspace / "frozen_rounded"
+  orbax_format.save_params(rounded, _bfloat16_rounded(orbax_format.load_params(workspace / "frozen")),
+                           FROZEN_STEP)
+  steps = f"--gin.TRAIN_STEPS={FROZEN_STEP + 2}"
+  half = _train(workspace, workspace / "bf16_frozen", steps, "--gin.FROZEN_DTYPE='bfloat16'")
+  flags = _flags(workspace, workspace / "rounded_f32", steps)
+  flags = [f"--gin.INITIAL_CHECKPOINT_PATH='{rounded}'" if f.startswith(
+      "--gin.INITIAL_CHECKPOINT_PATH") else f for f in flags]
+  full = cli.execute(train_main._command, flags)
+  assert {np.dtype(x.dtype) for x in jax.tree_util.tree_leaves(half.frozen)} == {np.dtype(jnp.bfloat16)}
+  assert {np.dtype(x.dtype) for x in jax.tree_util.tree_leaves(half.trainable)} == {np.dtype(np.float32)}
+  half_losses, full_losses = _losses(workspace / "bf16_frozen"), _losses(workspace / "rounded_f32")
+  assert sorted(half_losses) == sorted(full_losses) == [FROZEN_STEP + 1, FROZEN_STEP + 2]
+  for step, loss in full_losses.items():
+    assert half_losses[step] == pytest.approx(loss, rel=1e-5)
+  np.testing.assert_allclose(half.trainable["encoder"]["prompt"]["prompt"]["prompt"],
+                             full.trainable["encoder"]["prompt"]["prompt"]["prompt"],
+                             rtol=1e-5, atol=1e-6)
+  for path, value in tree.flatten_params(jax.device_get(half.frozen)).items():
+    np.testing.assert_array_equal(  # Read straight into bfloat16 and never changed.
+        np.asarray(value, np.float32),
+        tree.flatten_params(jax.device_get(full.frozen))[path], err_msg=path)
+
+
+def test_load_model_keeps_frozen_weights_in_bfloat16(workspace):
+  half = api.load_model(["test/t5_1_1_tiny_prompt.gin"], checkpoint=str(workspace / "frozen"),
+                        frozen_dtype="bfloat16")
+  full = api.load_model(["test/t5_1_1_tiny_prompt.gin"], checkpoint=str(workspace / "frozen"))
+  flat = tree.flatten_params(half.params)
+  assert flat["encoder/prompt/prompt/prompt"].dtype == np.float32
+  assert {v.dtype for p, v in flat.items() if "/prompt/" not in p} == {np.dtype(jnp.bfloat16)}
+  rounded = dict(tree.flatten_params(_bfloat16_rounded(full.params)))
+  rounded["encoder/prompt/prompt/prompt"] = flat["encoder/prompt/prompt/prompt"]
+  tokens, decoder_inputs = np.array([[5, 6, 7, 1]], np.int32), np.zeros((1, 3), np.int32)
+  reference = api.LoadedModel(full.config, full.module, tree.unflatten_params(rounded),
+                              full.prompt_config)
+  np.testing.assert_allclose(half.logits(tokens, decoder_inputs),
+                             reference.logits(tokens, decoder_inputs), rtol=1e-5, atol=1e-5)

@@ -4,10 +4,12 @@ T5 attention has no bias terms and no 1/sqrt(head_dim) logit scaling (it is fold
 query initialisation). Kernels are 2-D as in Flaxformer: query/key/value [embed, heads*head_dim]
 (axes "embed", "joined_kv"), out [heads*head_dim, embed] (axes "joined_kv", "embed").
 
-Decoding keeps keys/values heads-major, [batch, heads, S, head_dim] (`KVCache`, precomputed
-cross-attention keys/values): a layout XLA's batched matmuls read as it is, so a decoding step
-never transposes the whole cache (on CPU such per-step copies cost as much as the step's
-matmuls), and the one-time change of layout moves whole head_dim rows.
+Keys, values and queries are attended heads-major, [batch, heads, S, head_dim]: a layout XLA's
+batched matmuls read as it is. Projections are moved to it once (one transpose each), which on
+CPU makes the score and context matmuls about twice as fast as reading the [batch, S, heads,
+head_dim] projections in place (T5-small attention layer, batch 8 x 148 tokens: 26 -> 15 ms
+forward). Decoding keeps its caches (`KVCache`, precomputed cross-attention keys/values) in the
+same layout, so a decoding step never transposes the whole cache.
 """
 
 from __future__ import annotations
@@ -43,8 +45,13 @@ class KVCache:
 
 
 def heads_major(x_BSNH: jax.Array) -> jax.Array:
-  """[batch, S, heads, head_dim] -> [batch, heads, S, head_dim] (the decoding layout)."""
-  return jnp.transpose(x_BSNH, (0, 2, 1, 3))
+  """[batch, S, heads, head_dim] -> [batch, heads, S, head_dim] (the attention layout)."""
+  return jnp.swapaxes(x_BSNH, 1, 2)
+
+
+def sequence_major(x_BNSH: jax.Array) -> jax.Array:
+  """[batch, heads, S, head_dim] -> [batch, S, heads, head_dim] (inverse of `heads_major`)."""
+  return jnp.swapaxes(x_BNSH, 1, 2)
 
 
 @flax.struct.dataclass
@@ -96,11 +103,11 @@ def causal_mask(query_positions_T: jax.Array, key_positions_S: jax.Array) -> jax
   return (key_positions_S[None, :] <= query_positions_T[:, None])[None, None]
 
 
-def _write(cached_BNSH: jax.Array, new_BTNH: jax.Array, index: jax.Array | int,
+def _write(cached_BNSH: jax.Array, new_BNTH: jax.Array, index: jax.Array | int,
            mask_BT: Optional[jax.Array]) -> jax.Array:
   """`cached` with `new` written at positions index..index+T-1 (only where `mask_BT`, if given)."""
   start = (0, 0, index, 0)
-  new_BNTH = heads_major(new_BTNH.astype(cached_BNSH.dtype))
+  new_BNTH = new_BNTH.astype(cached_BNSH.dtype)
   if mask_BT is not None:
     old_BNTH = jax.lax.dynamic_slice(cached_BNSH, start, new_BNTH.shape)
     new_BNTH = jnp.where((mask_BT > 0)[:, None, :, None], new_BNTH, old_BNTH)
@@ -133,7 +140,7 @@ class MultiHeadAttention(nn.Module):
   def _split_heads(self, x_BTJ: jax.Array) -> jax.Array:
     return x_BTJ.reshape(x_BTJ.shape[:-1] + (self.num_heads, self.head_dim))
 
-  def _drop_values(self, weights_shape: tuple[int, ...], layout: str, value: jax.Array,
+  def _drop_values(self, weights_shape: tuple[int, ...], value_BNSH: jax.Array,
                    prefix_value_BPNH: Optional[jax.Array]
                    ) -> tuple[jax.Array, Optional[jax.Array]]:
     """Dropout of the attention weights, applied to the values it multiplies.
@@ -147,17 +154,15 @@ class MultiHeadAttention(nn.Module):
     batch, heads, _, total = weights_shape
     keep_BN1S = self.weights_dropout(jnp.ones((batch, heads, 1, total), jnp.float32),
                                      deterministic=False)
-    keep_BNS = keep_BN1S[:, :, 0, :]
+    keep_BNS1 = jnp.swapaxes(keep_BN1S, 2, 3)
 
-    def scale(keep_BNS: jax.Array, x: jax.Array, x_layout: str) -> jax.Array:
-      keep = jnp.transpose(keep_BNS, ["bns".index(axis) for axis in x_layout if axis != "h"])
-      keep = jnp.expand_dims(keep, x_layout.index("h"))
+    def scale(x: jax.Array, keep: jax.Array) -> jax.Array:
       return (x.astype(jnp.float32) * keep).astype(x.dtype)
 
     num_prefix = 0 if prefix_value_BPNH is None else prefix_value_BPNH.shape[1]
     if prefix_value_BPNH is not None:
-      prefix_value_BPNH = scale(keep_BNS[..., :num_prefix], prefix_value_BPNH, "bsnh")
-    return scale(keep_BNS[..., num_prefix:], value, layout), prefix_value_BPNH
+      prefix_value_BPNH = scale(prefix_value_BPNH, sequence_major(keep_BNS1[:, :, :num_prefix]))
+    return scale(value_BNSH, keep_BNS1[:, :, num_prefix:]), prefix_value_BPNH
 
   def project_kv(self, inputs_kv_BSD: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Keys and values [batch, S, heads, head_dim] of the given inputs."""
@@ -191,36 +196,36 @@ class MultiHeadAttention(nn.Module):
       cache_write_mask_BT: [batch, T], with `cache`: only positions where it is true are written;
         the others keep their cached keys/values (a prefill leaves a reused prompt in place).
     """
-    query_BTNH = self._split_heads(self.query(inputs_q_BTD))
+    query_BNTH = heads_major(self._split_heads(self.query(inputs_q_BTD)))
     if precomputed_kv is not None:
-      (key, value), layout = precomputed_kv, "bnsh"
+      key_BNSH, value_BNSH = precomputed_kv
     else:
-      key, value = self.project_kv(inputs_kv_BSD)
-      layout = "bsnh"
+      key_BNSH, value_BNSH = map(heads_major, self.project_kv(inputs_kv_BSD))
       if cache is not None:
-        cache = KVCache(_write(cache.key_BNSH, key, cache_index, cache_write_mask_BT),
-                        _write(cache.value_BNSH, value, cache_index, cache_write_mask_BT))
-        key, value, layout = cache.key_BNSH, cache.value_BNSH, "bnsh"
+        cache = KVCache(_write(cache.key_BNSH, key_BNSH, cache_index, cache_write_mask_BT),
+                        _write(cache.value_BNSH, value_BNSH, cache_index, cache_write_mask_BT))
+        key_BNSH, value_BNSH = cache.key_BNSH, cache.value_BNSH
 
-    logits_BNTS = jnp.einsum(f"btnh,{layout}->bnts", query_BTNH, key.astype(self.dtype),
+    logits_BNTS = jnp.einsum("bnth,bnsh->bnts", query_BNTH, key_BNSH.astype(self.dtype),
                              preferred_element_type=jnp.float32)
     num_prefix = 0
     if prefix is not None:  # Scored apart, so the (cached) keys are never copied.
       num_prefix = prefix.key_BPNH.shape[1]
-      prefix_BNTP = jnp.einsum("btnh,bpnh->bntp", query_BTNH, prefix.key_BPNH.astype(self.dtype),
+      prefix_BNTP = jnp.einsum("bnth,bpnh->bntp", query_BNTH, prefix.key_BPNH.astype(self.dtype),
                                preferred_element_type=jnp.float32)
       logits_BNTS = jnp.concatenate([prefix_BNTP, logits_BNTS], axis=-1)
     if bias_BNTS is not None:
       logits_BNTS = logits_BNTS + bias_BNTS.astype(jnp.float32)
     weights_BNTS = softmax_last(logits_BNTS).astype(self.dtype)
-    value = value.astype(self.dtype)
+    value_BNSH = value_BNSH.astype(self.dtype)
     prefix_value_BPNH = None if prefix is None else prefix.value_BPNH.astype(self.dtype)
     if not deterministic and self.dropout_rate > 0:
-      value, prefix_value_BPNH = self._drop_values(weights_BNTS.shape, layout, value,
-                                                   prefix_value_BPNH)
-    context_BTNH = jnp.einsum(f"bnts,{layout}->btnh", weights_BNTS[..., num_prefix:], value)
+      value_BNSH, prefix_value_BPNH = self._drop_values(weights_BNTS.shape, value_BNSH,
+                                                        prefix_value_BPNH)
+    context_BNTH = jnp.einsum("bnts,bnsh->bnth", weights_BNTS[..., num_prefix:], value_BNSH)
     if prefix is not None:
-      context_BTNH = context_BTNH + jnp.einsum("bntp,bpnh->btnh", weights_BNTS[..., :num_prefix],
+      context_BNTH = context_BNTH + jnp.einsum("bntp,bpnh->bnth", weights_BNTS[..., :num_prefix],
                                                prefix_value_BPNH)
+    context_BTNH = sequence_major(context_BNTH)
     context_BTJ = context_BTNH.reshape(context_BTNH.shape[:2] + (-1,))
     return self.out(context_BTJ), cache

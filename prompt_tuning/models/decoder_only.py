@@ -47,31 +47,41 @@ class DecoderOnly(nn.Module):
   def decode_embedded(self, embedded_BSD: jax.Array, valid_BS: jax.Array,
                       decoder_causal_attention: Optional[jax.Array] = None,
                       enable_dropout: bool = False,
-                      layer_inputs_fn: Optional[LayerInputsFn] = None) -> jax.Array:
+                      layer_inputs_fn: Optional[LayerInputsFn] = None,
+                      return_hidden: bool = False) -> jax.Array:
     """Full pass over embeddings [batch, S, embed] -> logits [batch, S, vocab].
 
-    `layer_inputs_fn` (optional, e.g. deep prompts) rewrites each layer's input.
+    `layer_inputs_fn` (optional, e.g. deep prompts) rewrites each layer's input. With
+    `return_hidden`: the final hidden states [batch, S, embed] instead (see `project_hidden`).
     """
     mask = prefix_lm_mask(valid_BS, decoder_causal_attention)
     return self.decoder(embedded_BSD, mask, deterministic=not enable_dropout,
-                        layer_inputs_fn=layer_inputs_fn)
+                        layer_inputs_fn=layer_inputs_fn, return_hidden=return_hidden)
 
   def __call__(self,
                decoder_input_tokens: jax.Array,
                decoder_target_tokens: Optional[jax.Array] = None,
                decoder_causal_attention: Optional[jax.Array] = None,
-               enable_dropout: bool = False) -> jax.Array:
+               enable_dropout: bool = False,
+               return_hidden: bool = False) -> jax.Array:
     """T5X decoder-only signature: tokens [batch, S] -> logits [batch, S, vocab].
 
     Padding comes from `decoder_target_tokens > 0` when given (T5X), else from the inputs
-    (token 0 at position 0 is the start token and stays valid).
+    (token 0 at position 0 is the start token and stays valid). With `return_hidden`: the final
+    hidden states [batch, S, embed] (after the final layer norm and dropout), which
+    `project_hidden` maps to the same logits.
     """
     if decoder_target_tokens is not None:
       valid_BS = decoder_target_tokens > 0
     else:
       valid_BS = (decoder_input_tokens > 0).at[:, 0].set(True)
     return self.decode_embedded(self.embed(decoder_input_tokens), valid_BS,
-                                decoder_causal_attention, enable_dropout)
+                                decoder_causal_attention, enable_dropout,
+                                return_hidden=return_hidden)
+
+  def project_hidden(self, hidden_BSD: jax.Array) -> jax.Array:
+    """Final hidden states [.., embed] -> logits [.., vocab] float32 (output projection)."""
+    return self.decoder.project(hidden_BSD)
 
   def init_decode_cache(self, batch: int, max_decode_length: int) -> DecoderCache:
     """Empty decoding state for `max_decode_length` positions (prompt + generated)."""

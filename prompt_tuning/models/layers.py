@@ -66,6 +66,60 @@ class RMSNorm(nn.Module):
     return (x32 * jax.lax.rsqrt(variance + self.epsilon) * scale).astype(self.dtype)
 
 
+def _cast_dot(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype) -> jax.Array:
+  return jnp.dot(x.astype(dtype), kernel.astype(dtype))
+
+
+def _cast_when_ready(kernel: jax.Array, dtype: jnp.dtype, anchor: jax.Array) -> jax.Array:
+  """`kernel` cast to `dtype`, computed only once `anchor` exists.
+
+  Adding an exact zero derived from `anchor` makes the cast depend on it, so XLA neither runs
+  every layer's cast at the start of the program (holding all the cast copies at once) nor
+  merges the backward pass's cast with the forward pass's. (XLA's CPU pipeline drops
+  optimization barriers before scheduling, so they cannot do this.) Values are unchanged.
+  """
+  zero = jnp.nan_to_num(anchor.reshape(-1)[0].astype(jnp.float32)) * 0
+  return kernel.astype(dtype) + zero.astype(dtype)
+
+
+def _cast_when_used_dot(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype) -> jax.Array:
+  return jnp.dot(x.astype(dtype), _cast_when_ready(kernel, dtype, x))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _cast_dot_recast(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype) -> jax.Array:
+  return _cast_when_used_dot(x, kernel, dtype)
+
+
+def _cast_dot_recast_fwd(x, kernel, dtype):
+  return _cast_when_used_dot(x, kernel, dtype), (x, kernel)
+
+
+def _cast_dot_recast_bwd(dtype, residuals, grad_out):
+  x_in, kernel = residuals
+  kernel_cast = _cast_when_ready(kernel, dtype, grad_out)
+  grad_x = jnp.einsum("...o,io->...i", grad_out, kernel_cast).astype(x_in.dtype)
+  grad_kernel = jnp.einsum("...i,...o->io", x_in.astype(dtype), grad_out).astype(kernel.dtype)
+  return grad_x, grad_kernel
+
+
+_cast_dot_recast.defvjp(_cast_dot_recast_fwd, _cast_dot_recast_bwd)
+
+
+def weight_dot(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype) -> jax.Array:
+  """`x @ kernel` computed in `dtype`.
+
+  A kernel stored in another dtype (bfloat16 frozen weights, float32 compute) is cast when the
+  layer runs, and cast again for the backward pass rather than kept. Otherwise XLA casts every
+  kernel up front and keeps the copies until the backward pass: the T5-small prompt-tuning step
+  then needs 497 MB of temporaries instead of 259 MB with float32 weights; this way 317 MB, while
+  the frozen weights themselves take 154 MB instead of 308 MB.
+  """
+  if kernel.dtype == jnp.dtype(dtype):
+    return _cast_dot(x, kernel, dtype)
+  return _cast_dot_recast(x, kernel, dtype)
+
+
 class Dense(nn.Module):
   """Bias-free projection of the last axis with a 2-D `kernel` [in, out] (Flaxformer's layout)."""
 
@@ -78,7 +132,7 @@ class Dense(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = param_with_axes(self, "kernel", self.kernel_init, (x.shape[-1], self.features),
                              self.kernel_axes)
-    return jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+    return weight_dot(x, kernel, self.dtype)
 
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -91,19 +145,41 @@ _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
-@functools.partial(jax.checkpoint, static_argnums=(0,))
-def _gated_activation(activations: tuple[str, ...], *projected_BTF: jax.Array) -> jax.Array:
-  """Product of each projection's activation, e.g. gelu(x wi_0) * (x wi_1) -> [batch, T, mlp].
-
-  Rematerialised: the backward pass keeps only the projections and recomputes the cheap
-  element-wise activations, instead of also storing their [batch, T, mlp] results (for T5-small
-  training this saves 2 of the 4 MLP-sized buffers per layer, ~75 MB).
-  """
+def _apply_activations(activations: tuple[str, ...], *projected_BTF: jax.Array) -> jax.Array:
+  """Product of each projection's activation, e.g. gelu(x wi_0) * (x wi_1) -> [batch, T, mlp]."""
   hidden_BTF = None
   for activation, x_BTF in zip(activations, projected_BTF):
     x_BTF = _ACTIVATIONS[activation](x_BTF)
     hidden_BTF = x_BTF if hidden_BTF is None else hidden_BTF * x_BTF
   return hidden_BTF
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _gated_activation(activations: tuple[str, ...], *projected_BTF: jax.Array) -> jax.Array:
+  """`_apply_activations` whose backward pass keeps only the projections [batch, T, mlp].
+
+  The element-wise activations are recomputed from them when the gradient arrives, instead of
+  also storing their results: for T5-small training this drops 2 of the 4 MLP-sized arrays kept
+  per layer (~75 MB) and runs no slower (less memory traffic).
+  """
+  return _apply_activations(activations, *projected_BTF)
+
+
+def _gated_activation_fwd(activations, *projected_BTF):
+  return _apply_activations(activations, *projected_BTF), projected_BTF
+
+
+def _gated_activation_bwd(activations, projected_BTF, grad_BTF):
+  # Adding `grad * 0` makes the recomputation depend on the incoming gradient, so XLA cannot
+  # schedule it early (it would then hold every layer's recomputed activations at once, ~40 MB
+  # for T5-small) nor merge it with the forward pass's copy. The values are unchanged.
+  zero_BTF = grad_BTF * 0
+  projected_BTF = tuple(x_BTF + zero_BTF for x_BTF in projected_BTF)
+  _, vjp = jax.vjp(functools.partial(_apply_activations, activations), *projected_BTF)
+  return vjp(grad_BTF)
+
+
+_gated_activation.defvjp(_gated_activation_fwd, _gated_activation_bwd)
 
 
 class MlpBlock(nn.Module):

@@ -72,8 +72,11 @@ class EncoderDecoder(nn.Module):
   def decode_embedded(self, encoded_BTD: jax.Array, encoder_mask_BT: jax.Array,
                       decoder_embedded_BSD: jax.Array,
                       decoder_target_tokens: Optional[jax.Array] = None,
-                      enable_dropout: bool = False) -> jax.Array:
-    """Teacher-forced decoder pass over embedded decoder inputs -> logits [batch, S, vocab]."""
+                      enable_dropout: bool = False, return_hidden: bool = False) -> jax.Array:
+    """Teacher-forced decoder pass over embedded decoder inputs -> logits [batch, S, vocab].
+
+    With `return_hidden`: the final hidden states [batch, S, embed] instead (see `project_hidden`).
+    """
     length = decoder_embedded_BSD.shape[1]
     self_mask = decoder_self_mask(decoder_target_tokens, length)
     encoder_valid_BT = encoder_mask_BT > 0
@@ -83,24 +86,36 @@ class EncoderDecoder(nn.Module):
       query_valid_BS = decoder_target_tokens > 0
     cross_mask = attention_mask(query_valid_BS, encoder_valid_BT)
     return self.decoder(decoder_embedded_BSD, self_mask, encoded_BTD, cross_mask,
-                        deterministic=not enable_dropout)
+                        deterministic=not enable_dropout, return_hidden=return_hidden)
 
   def decode(self, encoded_BTD: jax.Array, encoder_mask_BT: jax.Array,
              decoder_input_tokens: jax.Array, decoder_target_tokens: Optional[jax.Array] = None,
-             enable_dropout: bool = False) -> jax.Array:
-    """Teacher-forced decoder pass over token ids [batch, S] -> logits [batch, S, vocab]."""
+             enable_dropout: bool = False, return_hidden: bool = False) -> jax.Array:
+    """Teacher-forced decoder pass over token ids [batch, S] -> logits [batch, S, vocab].
+
+    With `return_hidden`: the final hidden states [batch, S, embed] instead.
+    """
     return self.decode_embedded(encoded_BTD, encoder_mask_BT, self.embed(decoder_input_tokens),
-                                decoder_target_tokens, enable_dropout)
+                                decoder_target_tokens, enable_dropout, return_hidden)
 
   def __call__(self,
                encoder_input_tokens: jax.Array,
                decoder_input_tokens: jax.Array,
                decoder_target_tokens: Optional[jax.Array] = None,
-               enable_dropout: bool = False) -> jax.Array:
-    """T5X signature: tokens [batch, T], [batch, S], targets [batch, S] | None -> logits [B, S, V]."""
+               enable_dropout: bool = False,
+               return_hidden: bool = False) -> jax.Array:
+    """T5X signature: tokens [batch, T], [batch, S], targets [batch, S] | None -> logits [B, S, V].
+
+    With `return_hidden`: the decoder's final hidden states [B, S, embed] (after the final layer
+    norm and dropout), which `project_hidden` maps to the same logits.
+    """
     encoded_BSD, encoder_mask_BS = self.encode_with_mask(encoder_input_tokens, enable_dropout)
     return self.decode(encoded_BSD, encoder_mask_BS, decoder_input_tokens,
-                       decoder_target_tokens, enable_dropout)
+                       decoder_target_tokens, enable_dropout, return_hidden)
+
+  def project_hidden(self, hidden_BSD: jax.Array) -> jax.Array:
+    """Final decoder hidden states [.., embed] -> logits [.., vocab] float32 (output projection)."""
+    return self.decoder.project(hidden_BSD)
 
   def init_decode_cache(self, encoded_BTD: jax.Array, encoder_mask_BT: jax.Array,
                         max_decode_length: int) -> DecoderCache:

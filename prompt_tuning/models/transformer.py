@@ -247,11 +247,22 @@ class Decoder(nn.Module):
     """Embeds decoder tokens [batch, S] -> [batch, S, embed]."""
     return self.embedder(tokens_BS)
 
-  def _logits(self, y_BSD: jax.Array, deterministic: bool) -> jax.Array:
-    y_BSD = self.dropout(self.decoder_norm(y_BSD), deterministic=deterministic)
+  def final_hidden(self, y_BSD: jax.Array, deterministic: bool) -> jax.Array:
+    """Last layer's output [.., S, embed] -> final layer norm + dropout (the projection's input)."""
+    return self.dropout(self.decoder_norm(y_BSD), deterministic=deterministic)
+
+  def project(self, hidden_BSD: jax.Array) -> jax.Array:
+    """Output projection of final hidden states [.., embed] -> logits [.., vocab] float32.
+
+    T5 1.1: the separate `logits_dense` kernel; T5 1.0 (tied): the shared embedding scaled by
+    1/sqrt(embed).
+    """
     if self.config.logits_via_embedding:
-      return self.embedder.attend(y_BSD) / jnp.sqrt(jnp.float32(y_BSD.shape[-1]))
-    return self.logits_dense(y_BSD).astype(jnp.float32)
+      return self.embedder.attend(hidden_BSD) / jnp.sqrt(jnp.float32(hidden_BSD.shape[-1]))
+    return self.logits_dense(hidden_BSD).astype(jnp.float32)
+
+  def _logits(self, y_BSD: jax.Array, deterministic: bool) -> jax.Array:
+    return self.project(self.final_hidden(y_BSD, deterministic))
 
   def _prefixes(self, batch: int) -> tuple[Optional[tuple[KVPrefix, ...]],
                                             Optional[tuple[KVPrefix, ...]]]:
@@ -286,11 +297,14 @@ class Decoder(nn.Module):
                deterministic: bool = True,
                self_prefixes: Optional[Sequence[Optional[KVPrefix]]] = None,
                cross_prefixes: Optional[Sequence[Optional[KVPrefix]]] = None,
-               layer_inputs_fn: Optional[LayerInputsFn] = None) -> jax.Array:
+               layer_inputs_fn: Optional[LayerInputsFn] = None,
+               return_hidden: bool = False) -> jax.Array:
     """Teacher-forced pass over embedded inputs -> logits [batch, S, vocab] float32.
 
     `self_prefixes` / `cross_prefixes` (one per layer; default: from the `prefix` hook) add
-    always-visible key/value prefixes to self- / cross-attention.
+    always-visible key/value prefixes to self- / cross-attention. With `return_hidden` the pass
+    stops before the output projection and returns the final hidden states [batch, S, embed]
+    (`project` maps them to the logits).
     """
     dtype = self.config.activation_dtype
     length = embedded_BSD.shape[1]
@@ -308,7 +322,8 @@ class Decoder(nn.Module):
       y_BSD, _ = layer(y_BSD, self_bias, encoded_BTD, cross_bias, deterministic,
                        self_prefix=self_prefixes[index] if self_prefixes else None,
                        cross_prefix=cross_prefixes[index] if cross_prefixes else None)
-    return self._logits(y_BSD, deterministic)
+    hidden_BSD = self.final_hidden(y_BSD, deterministic)
+    return hidden_BSD if return_hidden else self.project(hidden_BSD)
 
   def init_cache(self, batch: int, max_length: int, encoded_BTD: Optional[jax.Array] = None,
                  encoder_valid_BT: Optional[jax.Array] = None,

@@ -21,10 +21,12 @@ from prompt_tuning.train import data, evaluation, model_setup, models, partition
 
 def _prepared(model_config: T5Config, prompt_config: Any, checkpoint_path: Optional[str],
               prompt_file: Optional[str], trained_checkpoint_path: Optional[str],
-              restore_dtype: Optional[str], num_partitions: int, decode_config: models.DecodeConfig,
-              batch_size: int) -> tuple[model_setup.RunModel, Any, evaluation.ModelFns]:
+              restore_dtype: Optional[str], frozen_dtype: Optional[str], num_partitions: int,
+              decode_config: models.DecodeConfig, batch_size: int
+              ) -> tuple[model_setup.RunModel, Any, evaluation.ModelFns]:
   run = model_setup.build_run_model(model_config, prompt_config)
-  params = model_setup.initial_params(run, checkpoint_path, restore_dtype=restore_dtype)
+  params = model_setup.initial_params(run, checkpoint_path, restore_dtype=restore_dtype,
+                                      frozen_dtype=frozen_dtype)
   if trained_checkpoint_path:
     params = model_setup.overlay_trained(params, trained_checkpoint_path)
   params = model_setup.with_prompt_file(params, prompt_file)
@@ -43,6 +45,7 @@ def evaluate(*,
              trained_checkpoint_path: Optional[str] = None,
              decode_config: models.DecodeConfig = models.DecodeConfig(),
              restore_dtype: Optional[str] = None,
+             frozen_dtype: Optional[str] = None,
              num_partitions: int = 1,
              stream: Optional[TextIO] = None) -> dict[str, dict[str, float]]:
   """Metrics of every task of the dataset's split; written to `output_dir/metrics.json`.
@@ -52,8 +55,8 @@ def evaluate(*,
   stream = stream or sys.stdout
   os.makedirs(output_dir, exist_ok=True)
   run, params, fns = _prepared(model_config, prompt_config, checkpoint_path, prompt_file,
-                               trained_checkpoint_path, restore_dtype, num_partitions,
-                               decode_config, dataset_cfg.batch_size)
+                               trained_checkpoint_path, restore_dtype, frozen_dtype,
+                               num_partitions, decode_config, dataset_cfg.batch_size)
   step = model_setup.checkpoint_step(checkpoint_path)
   evaluator = evaluation.Evaluation(dataset_cfg, fns, model_config.architecture, run.prompt_length,
                                     log_dir=os.path.join(output_dir, "inference_eval"))
@@ -80,13 +83,14 @@ def infer(*,
           trained_checkpoint_path: Optional[str] = None,
           decode_config: models.DecodeConfig = models.DecodeConfig(),
           restore_dtype: Optional[str] = None,
+          frozen_dtype: Optional[str] = None,
           num_partitions: int = 1,
           stream: Optional[TextIO] = None) -> dict[str, str]:
   """Decoded predictions of every example, one JSONL file per task under `output_dir`."""
   stream = stream or sys.stdout
   run, params, fns = _prepared(model_config, prompt_config, checkpoint_path, prompt_file,
-                               trained_checkpoint_path, restore_dtype, num_partitions,
-                               decode_config, dataset_cfg.batch_size)
+                               trained_checkpoint_path, restore_dtype, frozen_dtype,
+                               num_partitions, decode_config, dataset_cfg.batch_size)
   written = evaluation.infer_to_jsonl(params, fns, dataset_cfg, model_config.architecture,
                                       run.prompt_length, output_dir)
   if jax.process_index() == 0:

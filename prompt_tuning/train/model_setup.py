@@ -59,16 +59,21 @@ def checkpoint_step(path: Optional[str]) -> int:
 
 
 def initial_params(run: RunModel, checkpoint: Optional[str], *, restore_dtype: Any = None,
+                   frozen_dtype: Any = None, trainable_regex: str = api.METHOD_PARAMS_REGEX,
                    seed: int = 0) -> dict:
   """Frozen weights from `checkpoint` (T5X, orbax or Hugging Face) + fresh method parameters.
 
-  With no checkpoint every parameter is random (seeded): useful for tests and benchmarks only.
+  Parameters not matching `trainable_regex` are kept in `frozen_dtype` (None: float32), read
+  from the checkpoint straight into it. With no checkpoint every parameter is random (seeded):
+  useful for tests and benchmarks only.
   """
   rng = jax.random.PRNGKey(seed)
   if not checkpoint:
-    return jax.jit(lambda r: api.init_params(run.module, run.config, r))(rng)
+    return jax.jit(lambda r: api.with_frozen_dtype(
+        api.init_params(run.module, run.config, r), frozen_dtype, trainable_regex))(rng)
   allow_missing = api.METHOD_PARAMS_REGEX if run.prompt_config is not None else None
-  params = checkpoints.load_params(checkpoint, run.shapes, run.config,
+  expected = api.with_frozen_dtype(run.shapes, frozen_dtype, trainable_regex)
+  params = checkpoints.load_params(checkpoint, expected, run.config,
                                    restore_dtype=restore_dtype, allow_missing=allow_missing)
   if run.prompt_config is None:
     return params

@@ -11,7 +11,7 @@ The prompt is spliced in by the model itself, so these keep text lengths.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import flax.linen as nn
 import jax
@@ -30,6 +30,15 @@ class LossConfig:
   z_loss: float = 1e-4
   label_smoothing: float = 0.0
   loss_normalizing_factor: Optional[float] = None
+  # Target positions per logits chunk: the loss is computed a chunk at a time from the decoder's
+  # final hidden states (never the whole [B, S, V] float32 logits). None / 0: all at once.
+  logits_chunk_size: Optional[int] = None
+
+  def __post_init__(self):
+    chunk = self.logits_chunk_size
+    if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 0):
+      raise ValueError(f"LossConfig.logits_chunk_size={chunk!r}: use a positive integer (target "
+                       "positions per logits chunk), or None / 0 to compute all logits at once.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,12 +62,12 @@ def is_decoder_only(module: nn.Module) -> bool:
   return module.config.architecture == "decoder_only"
 
 
-def logits(module: nn.Module, params: Any, batch: Batch, *,
-           dropout_rng: Optional[jax.Array] = None) -> jax.Array:
-  """Teacher-forced logits [B, S, V] of the batch's targets; dropout when `dropout_rng` is set."""
+def _teacher_forced(module: nn.Module, params: Any, batch: Batch,
+                    dropout_rng: Optional[jax.Array], return_hidden: bool) -> jax.Array:
+  """The model's teacher-forced pass: logits [B, S, V], or hidden states [B, S, D]."""
   rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
   common = dict(decoder_target_tokens=batch["decoder_target_tokens"],
-                enable_dropout=dropout_rng is not None)
+                enable_dropout=dropout_rng is not None, return_hidden=return_hidden)
   if is_decoder_only(module):
     return module.apply({"params": params}, batch["decoder_input_tokens"],
                         decoder_causal_attention=batch.get("decoder_causal_attention"),
@@ -67,14 +76,43 @@ def logits(module: nn.Module, params: Any, batch: Batch, *,
                       batch["decoder_input_tokens"], rngs=rngs, **common)
 
 
+def logits(module: nn.Module, params: Any, batch: Batch, *,
+           dropout_rng: Optional[jax.Array] = None) -> jax.Array:
+  """Teacher-forced logits [B, S, V] of the batch's targets; dropout when `dropout_rng` is set."""
+  return _teacher_forced(module, params, batch, dropout_rng, return_hidden=False)
+
+
+def hidden_states(module: nn.Module, params: Any, batch: Batch, *,
+                  dropout_rng: Optional[jax.Array] = None) -> jax.Array:
+  """The decoder's final hidden states [B, S, D] (the output projection's inputs) of `batch`.
+
+  `project_fn(module, params)` maps them to exactly the logits `logits` returns.
+  """
+  return _teacher_forced(module, params, batch, dropout_rng, return_hidden=True)
+
+
+def project_fn(module: nn.Module, params: Any) -> Callable[[jax.Array], jax.Array]:
+  """The model's output projection: hidden [.., D] -> logits [.., V] float32."""
+  return lambda hidden: module.apply({"params": params}, hidden, method="project_hidden")
+
+
 def loss_terms(module: nn.Module, params: Any, batch: Batch, config: LossConfig,
                dropout_rng: Optional[jax.Array] = None) -> losses.LossTerms:
-  """T5X's summed loss pieces of `batch` (loss weights: `decoder_loss_weights`)."""
+  """T5X's summed loss pieces of `batch` (loss weights: `decoder_loss_weights`).
+
+  With `config.logits_chunk_size` the logits are computed (and recomputed for the gradient) a
+  chunk of target positions at a time; the terms are the same.
+  """
+  options = dict(z_loss=config.z_loss, label_smoothing=config.label_smoothing,
+                 loss_normalizing_factor=config.loss_normalizing_factor)
+  targets_BS, weights_BS = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
+  if config.logits_chunk_size:
+    hidden_BSD = hidden_states(module, params, batch, dropout_rng=dropout_rng)
+    return losses.chunked_weighted_cross_entropy(
+        hidden_BSD, project_fn(module, params), targets_BS, weights_BS,
+        chunk_size=config.logits_chunk_size, **options)
   logits_BSV = logits(module, params, batch, dropout_rng=dropout_rng)
-  return losses.weighted_cross_entropy(
-      logits_BSV, batch["decoder_target_tokens"], batch["decoder_loss_weights"],
-      z_loss=config.z_loss, label_smoothing=config.label_smoothing,
-      loss_normalizing_factor=config.loss_normalizing_factor)
+  return losses.weighted_cross_entropy(logits_BSV, targets_BS, weights_BS, **options)
 
 
 def score_batch(module: nn.Module, params: Any, batch: Batch) -> jax.Array:

@@ -71,6 +71,7 @@ def train(*,
           num_partitions: int = 1,
           random_seed: int = 0,
           restore_dtype: Optional[str] = None,
+          frozen_dtype: Optional[str] = None,
           tensorboard: bool = True,
           config_text: Optional[str] = None,
           stream: Optional[TextIO] = None) -> TrainResult:
@@ -78,7 +79,8 @@ def train(*,
 
   `optimizer(learning_rate=...)` builds the optax transformation (default: T5X's Adafactor with
   the paper's settings); `trainable_regex` defaults to the prompt methods' parameters.
-  `config_text` (the gin configuration) is written to MODEL_DIR/config.gin.
+  `frozen_dtype` (e.g. "bfloat16") keeps the frozen weights in that dtype: half the memory, the
+  same activation dtype. `config_text` (the gin configuration) is written to MODEL_DIR/config.gin.
   """
   train_checkpoints.check_writable(model_dir)
   if config_text is not None and jax.process_index() == 0:
@@ -99,6 +101,7 @@ def train(*,
         "as in T5X: it counts the frozen checkpoint's steps). Set TRAIN_STEPS to "
         f"{at} + the number of steps to train.")
   params = model_setup.initial_params(run, initial_checkpoint_path, restore_dtype=restore_dtype,
+                                      frozen_dtype=frozen_dtype, trainable_regex=trainable_regex,
                                       seed=random_seed)
   trainable, frozen, trainable_sh, frozen_sh = _place_state(run, params, trainable_regex, mesh)
   del params
