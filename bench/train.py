@@ -2,7 +2,7 @@
 
   python bench/train.py --shape small --batch 8 --inputs 128 --targets 8 --prompt 20 \
       --dropout 0.1 --dtype float32 --steps 10 [--full-finetune] [--frozen_dtype bfloat16]
-      [--json OUT]
+      [--loss_chunk N] [--json OUT]
 
 Runs the library's own jitted `train_step` (prompt_tuning.train.trainer) on a fixed random batch
 with random frozen weights and prints examples_per_second, seconds_per_step,
@@ -162,6 +162,8 @@ def main(argv: list[str]) -> None:
                       help="train every parameter (the comparison for prompt tuning)")
   parser.add_argument("--frozen_dtype", default="float32", choices=("float32", "bfloat16"),
                       help="dtype the frozen weights are held in (computation stays --dtype)")
+  parser.add_argument("--loss_chunk", type=int, default=0,
+                      help="target positions per logits chunk of the loss (0: all at once)")
   parser.add_argument("--skip-peak", action="store_true", help="do not measure matmul peak")
   args = parser.parse_args(argv)
 
@@ -172,7 +174,8 @@ def main(argv: list[str]) -> None:
   tx = optim.adafactor(learning_rate=0.3)
   mesh = partitioning.make_mesh(1)
   replicated = partitioning.replicated(mesh)
-  step_fn = trainer.make_train_step(module, tx, models.LossConfig(), dropout=args.dropout > 0)
+  loss_config = models.LossConfig(logits_chunk_size=args.loss_chunk)
+  step_fn = trainer.make_train_step(module, tx, loss_config, dropout=args.dropout > 0)
   jitted = trainer.jit_train_step(step_fn, replicated, replicated, mesh)
   batch = partitioning.shard_batch(
       random_batch(np.random.default_rng(0), args.batch, args.inputs, args.targets,
@@ -210,7 +213,7 @@ def main(argv: list[str]) -> None:
       "benchmark": "train", "shape": args.shape, "mode": "full_finetune" if args.full_finetune
       else "prompt_tuning", "batch": args.batch, "inputs": args.inputs, "targets": args.targets,
       "prompt": args.prompt, "dropout": args.dropout, "dtype": args.dtype,
-      "frozen_dtype": args.frozen_dtype,
+      "frozen_dtype": args.frozen_dtype, "loss_chunk": args.loss_chunk,
       "trainable_parameters": num_trainable,
       "compile_seconds": compile_seconds,
       "seconds_per_step": per_step,

@@ -167,20 +167,24 @@ def _bfloat16_rounded(params):
       lambda x: np.asarray(jnp.asarray(x, jnp.bfloat16).astype(jnp.float32)), params)
 
 
+def _dtypes(params) -> set:
+  return {np.dtype(x.dtype) for x in jax.tree_util.tree_leaves(params)}
+
+
 def test_bfloat16_frozen_weights_train_as_their_float32_rounding(workspace):
   """FROZEN_DTYPE='bfloat16' holds the frozen weights in bfloat16 and computes in float32: the
   losses and trained prompt equal a float32 run on the bfloat16-rounded weights."""
   rounded = workspace / "frozen_rounded"
-  orbax_format.save_params(rounded, _bfloat16_rounded(orbax_format.load_params(workspace / "frozen")),
-                           FROZEN_STEP)
+  frozen = orbax_format.load_params(workspace / "frozen")
+  orbax_format.save_params(rounded, _bfloat16_rounded(frozen), FROZEN_STEP)
   steps = f"--gin.TRAIN_STEPS={FROZEN_STEP + 2}"
   half = _train(workspace, workspace / "bf16_frozen", steps, "--gin.FROZEN_DTYPE='bfloat16'")
   flags = _flags(workspace, workspace / "rounded_f32", steps)
   flags = [f"--gin.INITIAL_CHECKPOINT_PATH='{rounded}'" if f.startswith(
       "--gin.INITIAL_CHECKPOINT_PATH") else f for f in flags]
   full = cli.execute(train_main._command, flags)
-  assert {np.dtype(x.dtype) for x in jax.tree_util.tree_leaves(half.frozen)} == {np.dtype(jnp.bfloat16)}
-  assert {np.dtype(x.dtype) for x in jax.tree_util.tree_leaves(half.trainable)} == {np.dtype(np.float32)}
+  assert _dtypes(half.frozen) == {np.dtype(jnp.bfloat16)}
+  assert _dtypes(half.trainable) == {np.dtype(np.float32)}
   half_losses, full_losses = _losses(workspace / "bf16_frozen"), _losses(workspace / "rounded_f32")
   assert sorted(half_losses) == sorted(full_losses) == [FROZEN_STEP + 1, FROZEN_STEP + 2]
   for step, loss in full_losses.items():
