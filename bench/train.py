@@ -2,7 +2,7 @@
 
   python bench/train.py --shape small --batch 8 --inputs 128 --targets 8 --prompt 20 \
       --dropout 0.1 --dtype float32 --steps 10 [--full-finetune] [--frozen_dtype bfloat16]
-      [--loss_chunk N] [--json OUT]
+      [--loss_chunk N] [--remat none|minimal|full] [--json OUT]
 
 Runs the library's own jitted `train_step` (prompt_tuning.train.trainer) on a fixed random batch
 with random frozen weights and prints examples_per_second, seconds_per_step,
@@ -162,12 +162,15 @@ def main(argv: list[str]) -> None:
                       help="train every parameter (the comparison for prompt tuning)")
   parser.add_argument("--frozen_dtype", default="float32", choices=("float32", "bfloat16"),
                       help="dtype the frozen weights are held in (computation stays --dtype)")
+  parser.add_argument("--remat", default="none", choices=("none", "minimal", "full"),
+                      help="layer rematerialization policy (REMAT_POLICY)")
   parser.add_argument("--loss_chunk", type=int, default=0,
                       help="target positions per logits chunk of the loss (0: all at once)")
   parser.add_argument("--skip-peak", action="store_true", help="do not measure matmul peak")
   args = parser.parse_args(argv)
 
-  config = common.shape_config(args.shape, dtype=args.dtype, dropout_rate=args.dropout)
+  config = common.shape_config(args.shape, dtype=args.dtype, dropout_rate=args.dropout).replace(
+      remat_policy=args.remat)
   prompt_config = prompts.PromptConfig(length=args.prompt, initializer=prompts.uniform(0.5))
   module = api.build_any_model(config, prompt_config)
   regex = ".*" if args.full_finetune else optim.DEFAULT_TRAINABLE_REGEX
@@ -214,6 +217,7 @@ def main(argv: list[str]) -> None:
       else "prompt_tuning", "batch": args.batch, "inputs": args.inputs, "targets": args.targets,
       "prompt": args.prompt, "dropout": args.dropout, "dtype": args.dtype,
       "frozen_dtype": args.frozen_dtype, "loss_chunk": args.loss_chunk,
+      "remat": args.remat,
       "trainable_parameters": num_trainable,
       "compile_seconds": compile_seconds,
       "seconds_per_step": per_step,

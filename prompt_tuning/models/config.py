@@ -10,6 +10,10 @@ import jax.numpy as jnp
 Architecture = Literal["encoder_decoder", "decoder_only"]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# What each transformer layer keeps for the backward pass (T5X's `remat_policy` names):
+# "none" everything; "minimal" only its weight matmuls' outputs (the rest is recomputed);
+# "full" only its input (the whole layer is recomputed).
+REMAT_POLICIES = ("none", "minimal", "full")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +41,7 @@ class T5Config:
   dtype: str = "float32"  # activation dtype; parameters stay float32.
   layer_norm_epsilon: float = 1e-6
   architecture: Architecture = "encoder_decoder"
+  remat_policy: str = "none"  # Training memory vs. time; see REMAT_POLICIES.
 
   def __post_init__(self):
     if self.dtype not in _DTYPES:
@@ -44,6 +49,9 @@ class T5Config:
     if self.architecture not in ("encoder_decoder", "decoder_only"):
       raise ValueError(
           f"T5Config.architecture={self.architecture!r}; use 'encoder_decoder' or 'decoder_only'.")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"T5Config.remat_policy={self.remat_policy!r}; use one of {REMAT_POLICIES} "
+                       "(REMAT_POLICY in gin).")
     object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
 
   @property

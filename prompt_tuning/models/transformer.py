@@ -40,6 +40,23 @@ def _dropout(config: T5Config) -> nn.Dropout:
   return nn.Dropout(config.dropout_rate, broadcast_dims=(-2,))
 
 
+_SAVED_BY_POLICY = {
+    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
+
+
+def _rematerialized(layer_cls: type, config: T5Config, deterministic_argnum: int) -> type:
+  """`layer_cls` whose backward pass recomputes what `config.remat_policy` does not keep.
+
+  `deterministic_argnum`: position of the layer's Python-bool `deterministic` argument.
+  """
+  if config.remat_policy == "none":
+    return layer_cls
+  return nn.remat(layer_cls, policy=_SAVED_BY_POLICY[config.remat_policy],
+                  static_argnums=(deterministic_argnum,))
+
+
 def _prefix_length(prefixes: Optional[Sequence[Optional[KVPrefix]]]) -> int:
   """Length P of per-layer key/value prefixes (0 when there are none)."""
   for prefix in prefixes or ():
@@ -155,7 +172,8 @@ class Encoder(nn.Module):
 
   def setup(self):
     self.relpos_bias = _relpos(self.config, bidirectional=True)
-    self.layers = [EncoderLayer(self.config) for _ in range(self.config.num_encoder_layers)]
+    layer_cls = _rematerialized(EncoderLayer, self.config, deterministic_argnum=3)
+    self.layers = [layer_cls(self.config) for _ in range(self.config.num_encoder_layers)]
     self.encoder_norm = _norm(self.config)
     self.dropout = _dropout(self.config)
 
@@ -232,7 +250,8 @@ class Decoder(nn.Module):
     if self.shared_embedding is None:
       self.token_embedder = Embed(config.vocab_size, config.emb_dim, config.activation_dtype)
     self.relpos_bias = _relpos(config, bidirectional=False)
-    self.layers = [DecoderLayer(config, cross_attention=self.cross_attention)
+    layer_cls = _rematerialized(DecoderLayer, config, deterministic_argnum=5)
+    self.layers = [layer_cls(config, cross_attention=self.cross_attention)
                    for _ in range(config.num_decoder_layers)]
     self.decoder_norm = _norm(config)
     self.dropout = _dropout(config)
