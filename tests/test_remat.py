@@ -37,16 +37,22 @@ def _loss_fn(base: api.LoadedModel, policy: str, batch: dict):
   return module, loss
 
 
-@pytest.mark.parametrize("policy", ["minimal", "full"])
-def test_same_loss_and_prompt_gradient_as_no_remat(policy):
+@pytest.fixture(scope="module")
+def no_remat():
+  """(model, trainable parameters, loss and prompt gradient without rematerialization)."""
   base = api.load_model(["test/t5_1_1_tiny_prompt.gin"], seed=1)
   trainable, _ = optim.split_params(base.params)
-  batch = _batch()
-  module, loss = _loss_fn(base, policy, batch)
+  value, grad = jax.jit(jax.value_and_grad(_loss_fn(base, "none", _batch())[1]))(trainable)
+  return base, trainable, value, grad
+
+
+@pytest.mark.parametrize("policy", ["minimal", "full"])
+def test_same_loss_and_prompt_gradient_as_no_remat(no_remat, policy):
+  base, trainable, want_value, want_grad = no_remat
+  module, loss = _loss_fn(base, policy, _batch())
   assert sorted(tree.flatten_params(api.param_shapes(module, module.config))) == sorted(
       tree.flatten_params(base.params))  # Parameter paths unchanged.
   value, grad = jax.jit(jax.value_and_grad(loss))(trainable)
-  want_value, want_grad = jax.jit(jax.value_and_grad(_loss_fn(base, "none", batch)[1]))(trainable)
   assert value == pytest.approx(float(want_value), rel=1e-6)
   np.testing.assert_allclose(tree.flatten_params(grad)[PROMPT],
                              tree.flatten_params(want_grad)[PROMPT], rtol=1e-5, atol=1e-7)

@@ -2,7 +2,8 @@
 
 Every parameter carries T5X logical axis names through `nn.with_logical_partitioning`, so
 `nn.get_partition_spec` / `flax.linen.logical_to_mesh_sharding` can shard it with one rules table.
-Parameters are stored in float32; computation runs in the configured activation dtype.
+Parameters are created in float32 (frozen ones may be held in bfloat16, see `weight_dot`);
+computation runs in the configured activation dtype.
 """
 
 from __future__ import annotations
