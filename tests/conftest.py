@@ -33,3 +33,14 @@ def t5x_tiny_checkpoint() -> pathlib.Path:
 @pytest.fixture
 def t5_vocab_path() -> pathlib.Path:
   return shared_fixture("t5_sentencepiece.model")
+
+
+def write_sentiment_tsvs(folder: pathlib.Path) -> tuple[str, str]:
+  """A small two-class TSV task in `folder`: (train.tsv with 48 rows, dev.tsv with its first 10)."""
+  rows = ["text\tlabel"] + [
+      f"{'good' if i % 2 else 'bad'} film number {i}\t{'positive' if i % 2 else 'negative'}"
+      for i in range(48)]
+  train, dev = folder / "train.tsv", folder / "dev.tsv"
+  train.write_text("\n".join(rows) + "\n")
+  dev.write_text("\n".join(rows[:11]) + "\n")
+  return str(train), str(dev)

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 import seqio
 
+from conftest import write_sentiment_tsvs
 from prompt_tuning import api, cli
 from prompt_tuning.checkpoints import orbax as orbax_format
 from prompt_tuning.data import file_tasks
@@ -65,12 +66,7 @@ def workspace(tmp_path_factory):
   if not _gloo_available():
     pytest.skip("this jaxlib has no gloo CPU collectives (needed for multi-process CPU runs)")
   folder = tmp_path_factory.mktemp("multihost")
-  rows = ["text\tlabel"] + [
-      f"{'good' if i % 2 else 'bad'} film number {i}\t{'positive' if i % 2 else 'negative'}"
-      for i in range(48)]
-  train, dev = folder / "train.tsv", folder / "dev.tsv"
-  train.write_text("\n".join(rows) + "\n")
-  dev.write_text("\n".join(rows[:11]) + "\n")
+  train, dev = write_sentiment_tsvs(folder)
   (folder / f"{MODULE}.py").write_text(textwrap.dedent(f"""
       import seqio
       from prompt_tuning.data import file_tasks
@@ -78,11 +74,11 @@ def workspace(tmp_path_factory):
       def register_all():
         if {TASK!r} not in seqio.TaskRegistry.names():
           file_tasks.register_file_task(
-              {TASK!r}, train_path={str(train)!r}, validation_path={str(dev)!r},
+              {TASK!r}, train_path={train!r}, validation_path={dev!r},
               input_template="{{text}}", label_names=("negative", "positive"),
               metrics=("accuracy",), vocabulary=seqio.ByteVocabulary())
       """))
-  _register(str(train), str(dev))  # The same task in this process (the reference run).
+  _register(train, dev)  # The same task in this process (the reference run).
   frozen = api.load_model(["test/t5_1_1_tiny.gin"], seed=3)
   orbax_format.save_params(folder / "frozen", frozen.params, FROZEN_STEP)
   return folder

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import seqio
 
+from conftest import write_sentiment_tsvs
 from prompt_tuning import api, cli
 from prompt_tuning.checkpoints import orbax as orbax_format
 from prompt_tuning.checkpoints import tree
@@ -22,21 +23,11 @@ TASK = "trainer_test_sentiment"
 FROZEN_STEP = 100
 
 
-def _write_task_files(folder) -> tuple[str, str]:
-  rows = ["text\tlabel"] + [
-      f"{'good' if i % 2 else 'bad'} film number {i}\t{'positive' if i % 2 else 'negative'}"
-      for i in range(48)]
-  train, dev = folder / "train.tsv", folder / "dev.tsv"
-  train.write_text("\n".join(rows) + "\n")
-  dev.write_text("\n".join(rows[:11]) + "\n")
-  return str(train), str(dev)
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
   """A registered byte-vocabulary task and a frozen tiny checkpoint (orbax, step 100)."""
   folder = tmp_path_factory.mktemp("trainer")
-  train, dev = _write_task_files(folder)
+  train, dev = write_sentiment_tsvs(folder)
   file_tasks.register_file_task(TASK, train_path=train, validation_path=dev,
                                 input_template="{text}", label_names=("negative", "positive"),
                                 metrics=("accuracy",), vocabulary=seqio.ByteVocabulary())
