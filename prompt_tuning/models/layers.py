@@ -71,16 +71,21 @@ def _cast_dot(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype) -> jax.Array:
   return jnp.dot(x.astype(dtype), kernel.astype(dtype))
 
 
-def _cast_when_ready(kernel: jax.Array, dtype: jnp.dtype, anchor: jax.Array) -> jax.Array:
-  """`kernel` cast to `dtype`, computed only once `anchor` exists.
+def _after(anchor: jax.Array, x: jax.Array) -> jax.Array:
+  """`x` unchanged, but computed only once `anchor` exists.
 
-  Adding an exact zero derived from `anchor` makes the cast depend on it, so XLA neither runs
-  every layer's cast at the start of the program (holding all the cast copies at once) nor
-  merges the backward pass's cast with the forward pass's. (XLA's CPU pipeline drops
-  optimization barriers before scheduling, so they cannot do this.) Values are unchanged.
+  Adds an exact zero derived from one element of `anchor`, so XLA can neither run the work
+  producing `x` early (e.g. every layer's at the start of the program, all held at once) nor
+  merge it with an identical computation elsewhere (the forward pass's copy). XLA's CPU pipeline
+  drops optimization barriers before scheduling, so they cannot do this there.
   """
   zero = jnp.nan_to_num(anchor.reshape(-1)[0].astype(jnp.float32)) * 0
-  return kernel.astype(dtype) + zero.astype(dtype)
+  return x + zero.astype(x.dtype)
+
+
+def _cast_when_ready(kernel: jax.Array, dtype: jnp.dtype, anchor: jax.Array) -> jax.Array:
+  """`kernel` cast to `dtype` when `anchor` (the layer's input or incoming gradient) exists."""
+  return _after(anchor, kernel.astype(dtype))
 
 
 def _cast_when_used_dot(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype) -> jax.Array:
@@ -171,11 +176,9 @@ def _gated_activation_fwd(activations, *projected_BTF):
 
 
 def _gated_activation_bwd(activations, projected_BTF, grad_BTF):
-  # Adding `grad * 0` makes the recomputation depend on the incoming gradient, so XLA cannot
-  # schedule it early (it would then hold every layer's recomputed activations at once, ~40 MB
-  # for T5-small) nor merge it with the forward pass's copy. The values are unchanged.
-  zero_BTF = grad_BTF * 0
-  projected_BTF = tuple(x_BTF + zero_BTF for x_BTF in projected_BTF)
+  # Recomputed once the gradient arrives: done early, every layer's recomputed activations
+  # would be held at once (~40 MB for T5-small).
+  projected_BTF = tuple(_after(grad_BTF, x_BTF) for x_BTF in projected_BTF)
   _, vjp = jax.vjp(functools.partial(_apply_activations, activations), *projected_BTF)
   return vjp(grad_BTF)
 
