@@ -73,7 +73,7 @@ def measure(args: argparse.Namespace) -> dict:
           lambda: prompt_cache.build_prompt_cache(model.module, model.params), 3)
       cache = prompt_cache.build_prompt_cache(model.module, model.params)
       reuse = lambda: prompt_cache._generate(model.module, model.params, cache, inputs, rng,
-                                             **options)
+                                             inputs > 0, **options)
       timings = common.time_interleaved({"reuse": reuse, "recompute": recompute}, args.repeats)
       seconds = timings["reuse"]
       recompute_s = statistics.median(timings["recompute"])

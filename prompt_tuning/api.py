@@ -15,55 +15,141 @@ import numpy as np
 
 from prompt_tuning import checkpoints, prompt_files
 from prompt_tuning.checkpoints import tree
-from prompt_tuning.models import T5Config, build_model
+from prompt_tuning.models import ModelConfig, build_model
 from prompt_tuning.train import decoding
 
+T5Config = ModelConfig  # Older name, kept for code written against it.
 DECODER_START_TOKEN = 0
-EOS_ID = 1
+EOS_ID = 1  # T5's; other families' come from their config (`ModelConfig.eos_token_ids`).
+# Macros that, passed as bindings, override a config read from a checkpoint.
+CHECKPOINT_CONFIG_OVERRIDES = {"ACTIVATION_DTYPE": "dtype", "DROPOUT_RATE": "dropout_rate",
+                               "REMAT_POLICY": "remat_policy"}
 # Parameters of a prompt method (trainable; absent from frozen checkpoints).
 PROMPT_PARAMS_REGEX = ".*/prompt/.*"
 # Parameters of any prompt-learning method: input prompts, P-tuning encoders, prefixes.
 METHOD_PARAMS_REGEX = ".*/(prompt|prefix)/.*"
 
 
-def init_params(module: nn.Module, config: T5Config, rng: jax.Array) -> dict:
+def init_params(module: nn.Module, config: ModelConfig, rng: jax.Array) -> dict:
   """Random parameters (float32, unboxed) for `module`."""
   return nn.unbox(module.init(rng, *_dummy_inputs(config))["params"])
 
 
-def param_shapes(module: nn.Module, config: T5Config) -> dict:
+def param_shapes(module: nn.Module, config: ModelConfig) -> dict:
   """Parameter tree of `jax.ShapeDtypeStruct`s, with no allocation."""
   return jax.eval_shape(lambda: init_params(module, config, jax.random.PRNGKey(0)))
 
 
-def param_axes(module: nn.Module, config: T5Config) -> dict:
+def param_axes(module: nn.Module, config: ModelConfig) -> dict:
   """Tree of logical axis-name tuples, one per parameter."""
   boxed = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *_dummy_inputs(config)))
   return jax.tree_util.tree_map(lambda box: tuple(box.names), boxed["params"],
                                 is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
 
 
-def _dummy_inputs(config: T5Config) -> tuple[jax.Array, ...]:
+def _dummy_inputs(config: ModelConfig) -> tuple[jax.Array, ...]:
   tokens = jnp.ones((1, 1), jnp.int32)
   if config.architecture == "decoder_only":
     return (tokens,)
   return (tokens, tokens)
 
 
+def _pad_rows(rows: Sequence[Sequence[int]], pad_id: int,
+              left: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """Token rows -> (tokens int32 [B, T], mask int32 [B, T]), padded right (or left)."""
+  length = max([len(row) for row in rows] + [1])
+  tokens = np.full((len(rows), length), pad_id, np.int32)
+  mask = np.zeros((len(rows), length), np.int32)
+  for index, row in enumerate(rows):
+    span = slice(length - len(row), length) if left else slice(0, len(row))
+    tokens[index, span] = row
+    mask[index, span] = 1
+  return tokens, mask
+
+
+def _is_texts(value: Any) -> bool:
+  return isinstance(value, str) or (isinstance(value, (list, tuple)) and bool(value) and
+                                    all(isinstance(v, str) for v in value))
+
+
 @dataclasses.dataclass
 class LoadedModel:
-  """A built model with restored parameters, ready for logits and generation."""
+  """A built model with restored parameters, ready for logits, scoring and generation.
 
-  config: T5Config
+  Inputs are token arrays or, with a `vocabulary` (the checkpoint's own tokenizer), lists of
+  strings. For the LLM families token id 0 is a real token: padding is an `attention_mask`
+  (1 = real token), made from the strings' lengths when strings are given.
+  """
+
+  config: ModelConfig
   module: nn.Module
   params: dict
   # The prompt-learning method's config (prompts.PromptConfig, p_tuning.PTuningConfig,
   # prefix_tuning.PrefixConfig), or None for a plain model.
   prompt_config: Any = None
+  # Where the weights came from (None: random); the tokenizer is read from there.
+  checkpoint: Optional[str] = None
+  _vocabulary: Any = dataclasses.field(default=None, repr=False)
 
   @property
   def is_decoder_only(self) -> bool:
     return self.config.architecture == "decoder_only"
+
+  @property
+  def vocabulary(self) -> Any:
+    """The checkpoint's tokenizer as a `seqio.Vocabulary` (read on first use).
+
+    Hugging Face directories: tokenizer.json (or a SentencePiece model); GGUF files: the
+    embedded tokenizer; T5X / orbax T5 checkpoints: the T5 SentencePiece vocabulary.
+    """
+    if self._vocabulary is None:
+      from prompt_tuning.data import model_vocab  # Local: pulls in seqio / tokenizers.
+      self._vocabulary = model_vocab.vocabulary_for(self.checkpoint, self.config)
+    return self._vocabulary
+
+  @vocabulary.setter
+  def vocabulary(self, vocabulary: Any) -> None:
+    self._vocabulary = vocabulary
+
+  def encode(self, texts: Sequence[str] | str, *, add_bos: Optional[bool] = None,
+             left_pad: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Strings -> (tokens int32 [B, T], attention_mask int32 [B, T]) with the model's tokenizer.
+
+    A BOS is prepended when the tokenizer adds one by default (`add_bos` overrides).
+    """
+    from prompt_tuning.data import model_vocab  # Local: pulls in seqio / tokenizers.
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    rows = [model_vocab.encode_for_model(self.vocabulary, text, add_bos=add_bos)
+            for text in texts]
+    pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
+    return _pad_rows(rows, pad, left=left_pad)
+
+  def decode(self, tokens: Any) -> list[str]:
+    """Token rows [B, L] -> strings (each cut at its first EOS, special tokens dropped)."""
+    return [self.vocabulary.decode([int(t) for t in row]) for row in np.asarray(tokens)]
+
+  def _token_arrays(self, tokens: tuple, attention_mask: Any,
+                    left_pad: bool = False) -> tuple[tuple[jax.Array, ...], Optional[jax.Array]]:
+    """Token arrays (strings encoded) and the attention mask to pass, if any."""
+    if tokens and _is_texts(tokens[0]):
+      if not self.is_decoder_only or len(tokens) != 1:
+        raise ValueError("strings are accepted for decoder-only models (one list of texts); "
+                         "pass token arrays to encoder-decoder models.")
+      if attention_mask is not None:
+        raise ValueError("pass either strings (the mask is made from their lengths) or tokens "
+                         "with an attention_mask, not strings and a mask.")
+      array, mask = self.encode(tokens[0], left_pad=left_pad)
+      return (jnp.asarray(array),), jnp.asarray(mask)
+    arrays = tuple(jnp.asarray(t, jnp.int32) for t in tokens)
+    if attention_mask is not None:
+      if not self.is_decoder_only:
+        raise ValueError("attention_mask is for decoder-only models; T5 encoder-decoder inputs "
+                         "mark padding with token id 0.")
+      attention_mask = jnp.asarray(attention_mask, jnp.int32)
+      if attention_mask.shape != arrays[0].shape:
+        raise ValueError(f"attention_mask has shape {list(attention_mask.shape)} but the tokens "
+                         f"{list(arrays[0].shape)}; give one 0/1 entry per token.")
+    return arrays, attention_mask
 
   @property
   def prompt_params(self) -> dict:
@@ -82,20 +168,64 @@ class LoadedModel:
   def _params(self, prompt: Any) -> dict:
     return self.params if prompt is None else self.with_prompt(prompt)
 
-  def logits(self, *tokens: Any, prompt: Any = None, **kwargs: Any) -> jax.Array:
+  def logits(self, *tokens: Any, attention_mask: Any = None, prompt: Any = None,
+             **kwargs: Any) -> jax.Array:
     """Encoder-decoder: `logits(encoder_input_tokens [B, T], decoder_input_tokens [B, S])`;
-    decoder-only: `logits(input_tokens [B, S])` -> float32 [B, S, vocab]. Token 0 is padding.
+    decoder-only: `logits(input_tokens [B, S], attention_mask=None)` or `logits(list of str)`
+    -> float32 [B, S, vocab], the logits at each input position (a prompt's own positions are
+    not returned).
 
-    `prompt` ([P, D] array or `.npy` path) replaces a prompt model's prompt for this call.
+    Padding: T5 models read it from token id 0; decoder-only LLMs from `attention_mask`
+    [B, S] (1 = real token; None = all real). `prompt` ([P, D] array or `.npy` path) replaces a
+    prompt model's prompt for this call (decoder-only: placed before all tokens, as PEFT does).
     Extra keyword arguments (e.g. `decoder_target_tokens`) go to the module's `__call__`.
     """
-    arrays = tuple(jnp.asarray(t, jnp.int32) for t in tokens)
+    arrays, mask = self._token_arrays(tokens, attention_mask)
+    if mask is not None:
+      kwargs["decoder_attention_mask"] = mask
     return _apply_call(self.module, self._params(prompt), arrays, **kwargs)
+
+  def score(self, inputs: Any, targets: Any, *, prompt: Any = None) -> np.ndarray:
+    """Log-likelihood [N] of each target text given its input text (decoder-only models).
+
+    `inputs` / `targets`: lists of N strings (a single input is paired with every target), as
+    rank classification scores label continuations: the target's tokens follow the input's
+    (BOS first when the tokenizer adds one) and only they are scored.
+    """
+    from prompt_tuning.data import model_vocab  # Local: pulls in seqio / tokenizers.
+    if not self.is_decoder_only:
+      raise ValueError("score() is for decoder-only models; score encoder-decoder targets with "
+                       "logits(encoder_tokens, decoder_tokens).")
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    if len(inputs) == 1 and len(targets) > 1:
+      inputs = inputs * len(targets)
+    if len(inputs) != len(targets):
+      raise ValueError(f"score() got {len(inputs)} inputs and {len(targets)} targets; give one "
+                       "input per target (or one input for all).")
+    rows, starts = [], []
+    for text, target in zip(inputs, targets):
+      head = model_vocab.encode_for_model(self.vocabulary, text)
+      tail = list(self.vocabulary.encode(target))
+      if not tail:
+        raise ValueError(f"target {target!r} tokenizes to no tokens; it cannot be scored.")
+      rows.append(head + tail)
+      starts.append(len(head))
+    tokens, mask = _pad_rows(rows, self.config.pad_token_id or 0)
+    log_probs = jax.nn.log_softmax(
+        self.logits(tokens, attention_mask=mask, prompt=prompt).astype(jnp.float32), axis=-1)
+    log_probs = np.asarray(log_probs)
+    scores = []
+    for row, (tokens_row, start) in enumerate(zip(rows, starts)):
+      positions = np.arange(start, len(tokens_row))
+      scores.append(float(log_probs[row, positions - 1, np.asarray(tokens_row)[positions]].sum()))
+    return np.asarray(scores, np.float32)
 
   def generate(self,
                inputs: Any,
                max_decode_length: int = 32,
                *,
+               attention_mask: Any = None,
                method: str = "greedy",
                num_beams: int = 4,
                alpha: float = 0.6,
@@ -103,24 +233,44 @@ class LoadedModel:
                top_k: int = 0,
                top_p: float = 1.0,
                rng: Optional[jax.Array] = None,
-               eos_id: int = EOS_ID,
+               eos_id: Optional[int | Sequence[int]] = None,
                prompt: Any = None) -> np.ndarray:
-    """Generates up to `max_decode_length` tokens after `inputs` [B, T] (0 = padding).
+    """Generates up to `max_decode_length` tokens after `inputs` (token array [B, T], or a list
+    of strings for decoder-only models).
 
-    method: "greedy", "beam" (best of `num_beams`, T5X brevity penalty `alpha`) or "sample"
-    (temperature / top-k / top-p). `prompt` ([P, D] array or `.npy` path) replaces a prompt
-    model's prompt. Returns int32 [B, max_decode_length], 0 after EOS.
+    Padding: T5 reads it from token id 0; decoder-only LLMs from `attention_mask` (1 = real
+    token, padding on either side). method: "greedy", "beam" (best of `num_beams`, T5X
+    brevity penalty `alpha`) or "sample" (temperature / top-k / top-p). `eos_id` (default: the
+    checkpoint's end-of-sequence id(s)) ends a row. `prompt` ([P, D] array or `.npy` path)
+    replaces a prompt model's prompt. Returns int32 [B, max_decode_length] of new tokens;
+    positions after EOS hold the pad id (T5: 0). `decode(...)` turns them into strings.
     """
     if method not in ("greedy", "beam", "sample"):
       raise ValueError(f"generate(method={method!r}): use 'greedy', 'beam' or 'sample'.")
     if rng is None:
       rng = jax.random.PRNGKey(0)
-    inputs = jnp.asarray(inputs, jnp.int32)
+    (inputs,), mask = self._token_arrays((inputs,), attention_mask, left_pad=True)
+    eos = self.config.eos_token_ids if eos_id is None else eos_id
+    eos = int(eos) if isinstance(eos, (int, np.integer)) else tuple(int(e) for e in eos)
+    eos = eos[0] if isinstance(eos, tuple) and len(eos) == 1 else eos
     options = dict(method=method, max_decode_length=int(max_decode_length), num_beams=num_beams,
                    alpha=float(alpha), temperature=float(temperature), top_k=int(top_k),
-                   top_p=float(top_p), eos_id=int(eos_id))
-    generate_fn = generate_decoder_only if self.is_decoder_only else generate_encoder_decoder
-    return np.asarray(generate_fn(self.module, self._params(prompt), inputs, rng, **options))
+                   top_p=float(top_p), eos_id=eos)
+    params = self._params(prompt)
+    if self.is_decoder_only:
+      if mask is None:
+        mask = self.module.apply({"params": params}, inputs, method="prefill_validity")
+      tokens = generate_decoder_only(self.module, params, inputs, rng, mask, **options)
+    else:
+      tokens = generate_encoder_decoder(self.module, params, inputs, rng, **options)
+    return fill_after_eos(np.asarray(tokens), eos, self.config.output_pad_id)
+
+
+def fill_after_eos(tokens_BL: np.ndarray, eos_id: int | Sequence[int], fill: int) -> np.ndarray:
+  """`tokens_BL` with every position after a row's first EOS set to `fill`."""
+  eos = np.isin(tokens_BL, np.asarray(eos_id).reshape(-1))
+  after = np.cumsum(eos, axis=1) - eos > 0
+  return np.where(after, fill, tokens_BL).astype(tokens_BL.dtype)
 
 
 def _is_prompt_path(path: str) -> bool:
@@ -180,7 +330,7 @@ def prompt_param_path(params: dict) -> str:
   return paths[0]
 
 
-def read_prompt(prompt: Any, config: Optional[T5Config] = None, *,
+def read_prompt(prompt: Any, config: Optional[ModelConfig] = None, *,
                 length: Optional[int] = None, width: Optional[int] = None,
                 target: str = "the model's prompt") -> np.ndarray:
   """A prompt as float32 [P, D] from an array or a `.npy` path (any float dtype), checked by
@@ -192,7 +342,7 @@ def read_prompt(prompt: Any, config: Optional[T5Config] = None, *,
                                       source="prompt=", target=target)
 
 
-def replace_prompt(params: dict, prompt: Any, config: Optional[T5Config] = None) -> dict:
+def replace_prompt(params: dict, prompt: Any, config: Optional[ModelConfig] = None) -> dict:
   """`params` with the prompt parameter set to `prompt` (array or `.npy` path), shape-checked
   (`config`, when given, names the right gin file in a width-mismatch error)."""
   path = prompt_param_path(params)
@@ -252,27 +402,39 @@ def generate_encoder_decoder(module: nn.Module, params: dict, encoder_input_toke
   return _search(_tokens_to_logits(module, variables), cache, start_B, 0, rng, **options)
 
 
-def left_align_padding(tokens_BT: jax.Array) -> jax.Array:
-  """Moves each row's padding (0s) to the left, keeping token order: [a b 0 0] -> [0 0 a b]."""
-  order_BT = jnp.argsort(tokens_BT > 0, axis=1, stable=True)  # pads first, then real tokens.
-  return jnp.take_along_axis(tokens_BT, order_BT, axis=1)
+def left_align_padding(tokens_BT: jax.Array,
+                       valid_BT: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
+  """Moves each row's padding to the left, keeping token order: [a b _ _] -> [_ _ a b].
+
+  Padding: `valid_BT` False (default: token 0). Returns (tokens [B, T], validity [B, T]).
+  """
+  valid_BT = tokens_BT > 0 if valid_BT is None else valid_BT > 0
+  order_BT = jnp.argsort(valid_BT, axis=1, stable=True)  # pads first, then real tokens.
+  return (jnp.take_along_axis(tokens_BT, order_BT, axis=1),
+          jnp.take_along_axis(valid_BT, order_BT, axis=1))
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def generate_decoder_only(module: nn.Module, params: dict, input_tokens: jax.Array,
-                           rng: jax.Array, **options) -> jax.Array:
+                           rng: jax.Array, input_valid: Optional[jax.Array] = None,
+                           **options) -> jax.Array:
   """Prefills the cache with the (left-aligned) inputs, then continues after the last one.
 
-  A prompt model's cache has P more positions; its prefill writes the prompt (always).
+  `input_valid` [B, T] marks the real input tokens (default: the model's convention, T5:
+  token 0 is padding). A prompt model's cache has P more positions; its prefill writes the
+  prompt (always).
   """
   variables = {"params": params}
-  tokens_BT = left_align_padding(input_tokens)
+  if input_valid is None:
+    input_valid = module.apply(variables, input_tokens, method=module.prefill_validity)
+  tokens_BT, valid_BT = left_align_padding(input_tokens, input_valid)
   batch, length = tokens_BT.shape
   num_prompt = getattr(module, "prompt_length", 0)
   cache = module.apply(variables, batch, length + options["max_decode_length"],
                        method=module.init_decode_cache)
   if length > 1 or num_prompt:
-    cache = module.apply(variables, tokens_BT[:, :-1], cache, method=module.prefill)
+    cache = module.apply(variables, tokens_BT[:, :-1], cache, valid_BT[:, :-1],
+                         method=module.prefill)
 
   return _search(_tokens_to_logits(module, variables), cache, tokens_BT[:, -1],
                  length - 1 + num_prompt, rng, **options)
@@ -286,14 +448,21 @@ def load_model(gin_files: Sequence[str] | str = (),
                restore_dtype: Any = None,
                frozen_dtype: Any = None,
                seed: int = 0) -> LoadedModel:
-  """Builds the model described by gin files (+ `NAME=VALUE` bindings) and restores weights.
+  """Builds a model (gin files + `NAME=VALUE` bindings and/or the checkpoint's own config) and
+  restores its weights.
+
+  The architecture and sizes come from the gin files when they describe a model (e.g.
+  "models/t5_1_1_base.gin"), else from the checkpoint: a Hugging Face directory's config.json
+  or a GGUF file's metadata. So `load_model(checkpoint=PATH)` loads a plain model and
+  `load_model(["architectures/prompt_tuning.gin"], ["PROMPT_LENGTH=5"], checkpoint=PATH)` the
+  same model with a prompt. With a checkpoint's config, the bindings ACTIVATION_DTYPE,
+  DROPOUT_RATE and REMAT_POLICY override it.
 
   Args:
     gin_files: gin files (names relative to the search paths, e.g. "models/t5_1_1_base.gin").
-      May be empty when `checkpoint` is a Hugging Face directory: its config.json is used.
     bindings: extra gin bindings, e.g. ("ACTIVATION_DTYPE='bfloat16'",).
-    checkpoint: T5X checkpoint directory or Hugging Face directory; None = random weights
-      (seeded by `seed`).
+    checkpoint: T5X checkpoint directory, one of our orbax checkpoints, a Hugging Face
+      directory or a `.gguf` file; None = random weights (seeded by `seed`).
     gin_search_paths: extra folders to resolve gin files from.
     restore_dtype: dtype to read checkpoint arrays as (parameters are then cast to float32).
     frozen_dtype: dtype to keep the frozen (non prompt-method) parameters in, e.g. "bfloat16"
@@ -301,15 +470,9 @@ def load_model(gin_files: Sequence[str] | str = (),
   """
   if isinstance(gin_files, (str, os.PathLike)):
     gin_files = [os.fspath(gin_files)]
-  prompt_config = None
-  if gin_files:
-    config = _config_from_gin(gin_files, bindings, gin_search_paths)
-    prompt_config = _prompt_config_from_gin()
-  elif checkpoint is not None and checkpoints.checkpoint_format(checkpoint) == "huggingface":
-    config = checkpoints.huggingface.config_from_hf(checkpoint)
-  else:
-    raise ValueError("load_model needs gin files describing the model (e.g. "
-                     "'models/t5_1_1_base.gin') or a Hugging Face checkpoint directory.")
+  checkpoint = None if checkpoint is None else os.fspath(checkpoint)
+  config, prompt_config = model_configs(gin_files, bindings, checkpoint,
+                                        gin_search_paths=gin_search_paths)
   module = build_any_model(config, prompt_config)
   if checkpoint is None:
     params = with_frozen_dtype(init_params(module, config, jax.random.PRNGKey(seed)),
@@ -322,10 +485,51 @@ def load_model(gin_files: Sequence[str] | str = (),
     params = jax.tree_util.tree_map(jnp.asarray, params)
     if prompt_config is not None:
       params = _with_fresh_method_params(module, config, params, jax.random.PRNGKey(seed))
-  return LoadedModel(config=config, module=module, params=params, prompt_config=prompt_config)
+  return LoadedModel(config=config, module=module, params=params, prompt_config=prompt_config,
+                     checkpoint=checkpoint)
 
 
-def build_any_model(config: T5Config, prompt_config: Any = None) -> nn.Module:
+def model_configs(gin_files: Sequence[str], bindings: Sequence[str] = (),
+                  checkpoint: Optional[str] = None, *,
+                  gin_search_paths: Sequence[str] = ()) -> tuple[ModelConfig, Any]:
+  """(model config, prompt-method config or None) from gin files and / or a checkpoint.
+
+  Gin files that bind the model config (a models/*.gin) decide it; otherwise the checkpoint's
+  own config does (Hugging Face / GGUF), with ACTIVATION_DTYPE / DROPOUT_RATE / REMAT_POLICY
+  bindings applied over it.
+  """
+  prompt_config = None
+  config = None
+  if gin_files or bindings:
+    from prompt_tuning import gin_utils  # Local: gin is parsed only by entry points.
+    gin_utils.parse_gin_config(gin_files, bindings, gin_search_paths)
+    if gin_utils.binds_model_config():
+      config = _config_from_gin()
+    prompt_config = _prompt_config_from_gin()
+  if config is None:
+    config = checkpoint_model_config(checkpoint, bindings)
+  return config, prompt_config
+
+
+def checkpoint_model_config(checkpoint: Optional[str], bindings: Sequence[str] = ()) -> ModelConfig:
+  """The model config a checkpoint carries (Hugging Face config.json, GGUF metadata), with
+  ACTIVATION_DTYPE / DROPOUT_RATE / REMAT_POLICY overrides from `bindings` (parsed gin)."""
+  config = None if checkpoint is None else checkpoints.config_from_checkpoint(checkpoint)
+  if config is None:
+    where = f"the checkpoint {checkpoint} (T5X / orbax) carries no model config" if checkpoint \
+        else "no checkpoint was given"
+    raise ValueError(
+        f"no model architecture: the gin files describe none and {where}. Add a model gin file "
+        "(e.g. 'models/t5_1_1_base.gin'), or give a Hugging Face directory or a .gguf file.")
+  overrides = {}
+  if bindings:
+    from prompt_tuning import gin_utils  # Local: gin is parsed only by entry points.
+    for macro, value in gin_utils.bound_macros(CHECKPOINT_CONFIG_OVERRIDES, bindings).items():
+      overrides[CHECKPOINT_CONFIG_OVERRIDES[macro]] = value
+  return config.replace(**overrides) if overrides else config
+
+
+def build_any_model(config: ModelConfig, prompt_config: Any = None) -> nn.Module:
   """The plain model of `config`, or its prompt-learning model when `prompt_config` is given."""
   if prompt_config is None:
     return build_model(config)
@@ -335,7 +539,7 @@ def build_any_model(config: T5Config, prompt_config: Any = None) -> nn.Module:
   return layers.build_prompt_model(config, prompt_config)
 
 
-def _with_fresh_method_params(module: nn.Module, config: T5Config, params: dict,
+def _with_fresh_method_params(module: nn.Module, config: ModelConfig, params: dict,
                               rng: jax.Array) -> dict:
   """Restored frozen `params` plus freshly initialised prompt-method parameters."""
 
@@ -347,13 +551,15 @@ def _with_fresh_method_params(module: nn.Module, config: T5Config, params: dict,
   return tree.unflatten_params(flat)
 
 
-def _config_from_gin(gin_files: Sequence[str], bindings: Sequence[str],
-                     gin_search_paths: Sequence[str]) -> T5Config:
+def _config_from_gin(gin_files: Optional[Sequence[str]] = None, bindings: Sequence[str] = (),
+                     gin_search_paths: Sequence[str] = ()) -> ModelConfig:
+  """The model config the gin files bind (parsed here when given, else already parsed)."""
   from prompt_tuning import gin_utils  # Local: gin is parsed only by entry points.
   from prompt_tuning.models import config as model_config
 
-  gin_utils.parse_gin_config(gin_files, bindings, gin_search_paths)
-  return gin_utils.configured(model_config.T5Config)()
+  if gin_files is not None:
+    gin_utils.parse_gin_config(gin_files, bindings, gin_search_paths)
+  return gin_utils.configured(model_config.ModelConfig)()
 
 
 def _prompt_config_from_gin() -> Any:

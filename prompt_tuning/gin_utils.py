@@ -127,6 +127,26 @@ def call_configured(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     raise
 
 
+def binds_model_config() -> bool:
+  """Whether the parsed gin files bind the model config (a models/*.gin was included)."""
+  from prompt_tuning.models import config as model_config  # Local: keeps gin parsing light.
+  return bool(gin.get_bindings(model_config.ModelConfig))
+
+
+_MACRO_BINDING = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=")
+
+
+def bound_macros(names: Iterable[str], bindings: Sequence[str]) -> dict[str, Any]:
+  """Values of the macros among `names` that `bindings` (NAME=VALUE strings) set, as parsed."""
+  wanted = set(names)
+  found = {}
+  for binding in bindings:
+    match = _MACRO_BINDING.match(binding)
+    if match and match.group(1) in wanted:
+      found[match.group(1)] = gin.query_parameter(f"%{match.group(1)}")
+  return found
+
+
 def operative_config_str() -> str:
   """The gin configuration as used so far (for writing into MODEL_DIR)."""
   return gin.operative_config_str()

@@ -201,13 +201,20 @@ class PromptDecoderOnly(DecoderOnly):
                decoder_target_tokens: Optional[jax.Array] = None,
                decoder_causal_attention: Optional[jax.Array] = None,
                enable_dropout: bool = False,
-               return_hidden: bool = False) -> jax.Array:
+               return_hidden: bool = False,
+               decoder_attention_mask: Optional[jax.Array] = None) -> jax.Array:
     """Tokens [B, T] -> logits [B, T, V] (the prompt positions' logits are dropped).
 
-    With `return_hidden`: the final hidden states [B, T, D] of the same positions instead.
+    Real positions come from `decoder_attention_mask` when given, else from the family's
+    convention (T5: token 0 is padding anywhere, left or right). With `return_hidden`: the
+    final hidden states [B, T, D] of the same positions instead.
     """
-    source_BT = decoder_input_tokens if decoder_target_tokens is None else decoder_target_tokens
-    valid_BT = source_BT > 0
+    if decoder_attention_mask is None and self.config.zero_is_padding:
+      source_BT = decoder_input_tokens if decoder_target_tokens is None else decoder_target_tokens
+      valid_BT = source_BT > 0
+    else:
+      valid_BT = self.input_validity(decoder_input_tokens, decoder_target_tokens,
+                                     decoder_attention_mask)
     embedded_BSD, valid_BS, index_B = self.decoder.add_prompt(
         decoder_input_tokens, self.embed(decoder_input_tokens), valid_BT)
     causal_BS = masks.causal_attention_with_prompt(decoder_causal_attention, index_B,
@@ -221,13 +228,15 @@ class PromptDecoderOnly(DecoderOnly):
     """Decoding state for `max_decode_length` token positions plus the P prompt positions."""
     return self.decoder.init_cache(batch, max_decode_length + self.prompt_length)
 
-  def prefill(self, tokens_BT: jax.Array, cache: DecoderCache) -> DecoderCache:
+  def prefill(self, tokens_BT: jax.Array, cache: DecoderCache,
+              valid_BT: Optional[jax.Array] = None) -> DecoderCache:
     """Writes the prompt and the left-aligned tokens [B, T] at cache positions 0..T+P-1.
 
-    Deep prompts are applied here, where the prompt positions are; generation steps come
-    after them (plain `decode_step`), so the per-layer seam would change nothing there.
+    `valid_BT` marks the real tokens (default: `prefill_validity`). Deep prompts are applied
+    here, where the prompt positions are; generation steps come after them (plain
+    `decode_step`), so the per-layer seam would change nothing there.
     """
-    valid_BT = tokens_BT > 0
+    valid_BT = self.prefill_validity(tokens_BT, valid_BT)
     embedded_BSD, valid_BS, index_B = self.decoder.add_prompt(tokens_BT, self.embed(tokens_BT),
                                                               valid_BT)
     return self.decoder.decode_step(embedded_BSD, cache, 0, valid_BS,

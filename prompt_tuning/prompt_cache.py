@@ -97,9 +97,11 @@ def _place_rows(cache_BNLH: jax.Array, prompt_1NPH: jax.Array, index_B: jax.Arra
 
 
 def cache_with_prompt(module: nn.Module, params: dict, prompt_cache: PromptCache,
-                      tokens_BT: jax.Array, max_decode_length: int) -> DecoderCache:
+                      tokens_BT: jax.Array, max_decode_length: int,
+                      valid_BT: Optional[jax.Array] = None) -> DecoderCache:
   """The decoding cache of left-aligned tokens [B, T] holding the prompt and tokens[:, :-1].
 
+  `valid_BT` marks the real tokens (default: the model's convention, T5: token 0 is padding).
   Equals `module.prefill(tokens_BT[:, :-1], ...)` on a fresh cache (the prompt at each row's
   first real token, then the tokens at positions P..P+T-2) without recomputing the prompt.
   """
@@ -112,9 +114,11 @@ def cache_with_prompt(module: nn.Module, params: dict, prompt_cache: PromptCache
   batch, length = tokens_BT.shape
   cache = module.apply(variables, batch, length + max_decode_length,
                        method=module.init_decode_cache)
-  prefix_BT = tokens_BT[:, :-1]
+  if valid_BT is None:
+    valid_BT = module.apply(variables, tokens_BT, method=module.prefill_validity)
+  prefix_BT, prefix_valid_BT = tokens_BT[:, :-1], valid_BT[:, :-1] > 0
   # The model's prefill puts the prompt right before the first real token of `prefix_BT`.
-  index_B = combine.first_valid_index(prefix_BT > 0)
+  index_B = combine.first_valid_index(prefix_valid_BT)
   layers = tuple(
       KVCache(_place_rows(layer.key_BNSH, prompt.key_BNSH, index_B),
               _place_rows(layer.value_BNSH, prompt.value_BNSH, index_B))
@@ -124,7 +128,7 @@ def cache_with_prompt(module: nn.Module, params: dict, prompt_cache: PromptCache
       cache.key_valid_BS, index_B)
   cache = cache.replace(self_attention=layers, key_valid_BS=valid_BS)
   if length > 1:  # Real tokens of row b sit at P + j, padding (not written) in front of them.
-    _, cache = module.apply(variables, prefix_BT, cache, prompt_length, prefix_BT > 0,
+    _, cache = module.apply(variables, prefix_BT, cache, prompt_length, prefix_valid_BT,
                             method=module.decode_step)
   return cache
 
@@ -134,12 +138,13 @@ _STATIC = api._STATIC  # pylint: disable=protected-access
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _generate(module: nn.Module, params: dict, prompt_cache: PromptCache,
-              input_tokens: jax.Array, rng: jax.Array, **options) -> jax.Array:
+              input_tokens: jax.Array, rng: jax.Array, input_valid: jax.Array,
+              **options) -> jax.Array:
   """Like api.generate_decoder_only, with the prompt's keys/values copied from the cache."""
-  tokens_BT = api.left_align_padding(input_tokens)
+  tokens_BT, valid_BT = api.left_align_padding(input_tokens, input_valid)
   length = tokens_BT.shape[1]
   cache = cache_with_prompt(module, params, prompt_cache, tokens_BT,
-                            options["max_decode_length"])
+                            options["max_decode_length"], valid_BT)
   # pylint: disable=protected-access
   step_fn = api._tokens_to_logits(module, {"params": params})
   return api._search(step_fn, cache, tokens_BT[:, -1], length - 1 + module.prompt_length, rng,
@@ -158,22 +163,31 @@ def generate(model: api.LoadedModel,
              top_k: int = 0,
              top_p: float = 1.0,
              rng: Optional[jax.Array] = None,
-             eos_id: int = api.EOS_ID,
+             eos_id: Optional[int] = None,
+             attention_mask: Any = None,
              as_numpy: bool = True) -> np.ndarray | jax.Array:
   """`model.generate(inputs, ...)` for a decoder-only prompt model, reusing `prompt_cache`.
 
   `prompt_cache` comes from `build_prompt_cache(model.module, model.params)`. Arguments and
-  result are those of `api.LoadedModel.generate` (int32 [B, max_decode_length], 0 after EOS);
-  `as_numpy=False` returns the device array without waiting for it.
+  result are those of `api.LoadedModel.generate` (int32 [B, max_decode_length]; after EOS the
+  model's pad id); `as_numpy=False` returns the device array (raw: 0 after EOS) without
+  waiting for it.
   """
   if method not in ("greedy", "beam", "sample"):
     raise ValueError(f"generate(method={method!r}): use 'greedy', 'beam' or 'sample'.")
   rng = jax.random.PRNGKey(0) if rng is None else rng
-  tokens = _generate(model.module, model.params, prompt_cache, jnp.asarray(inputs, jnp.int32),
-                     rng, method=method, max_decode_length=int(max_decode_length),
+  (tokens_BT,), mask = model._token_arrays((inputs,), attention_mask, left_pad=True)  # pylint: disable=protected-access
+  if mask is None:
+    mask = model.module.apply({"params": model.params}, tokens_BT, method="prefill_validity")
+  eos = model.config.eos_token_ids if eos_id is None else (eos_id,)
+  eos = eos[0] if len(eos) == 1 else tuple(eos)
+  tokens = _generate(model.module, model.params, prompt_cache, tokens_BT, rng, mask,
+                     method=method, max_decode_length=int(max_decode_length),
                      num_beams=num_beams, alpha=float(alpha), temperature=float(temperature),
-                     top_k=int(top_k), top_p=float(top_p), eos_id=int(eos_id))
-  return np.asarray(tokens) if as_numpy else tokens
+                     top_k=int(top_k), top_p=float(top_p), eos_id=eos)
+  if not as_numpy:
+    return tokens
+  return api.fill_after_eos(np.asarray(tokens), eos, model.config.output_pad_id)
 
 
 __all__ = ["PromptCache", "build_prompt_cache", "cache_with_prompt", "generate"]

@@ -211,7 +211,7 @@ def test_beam_and_sampling_run_with_prefixes():
 def test_prefix_config_errors_name_the_fix():
   with pytest.raises(ValueError, match="length=-1"):
     pt.PrefixConfig(length=-1)
-  with pytest.raises(ValueError, match="'zero' or 'shifted'"):
+  with pytest.raises(ValueError, match="'zero', 'shifted' or None"):
     pt.PrefixConfig(position_bias="hf")
 
 

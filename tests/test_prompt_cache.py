@@ -53,7 +53,7 @@ def test_prompt_cache_holds_p_positions_per_layer(model, cache):
 
 
 def test_cache_equals_the_models_own_prefill_at_every_valid_position(model, cache):
-  tokens_BT = api.left_align_padding(jnp.asarray(INPUTS, jnp.int32))
+  tokens_BT, _ = api.left_align_padding(jnp.asarray(INPUTS, jnp.int32))
   module = model.module
 
   @jax.jit

@@ -7,13 +7,17 @@ from typing import Any, Mapping, Optional
 
 from prompt_tuning.checkpoints import huggingface, orbax, t5x
 from prompt_tuning.checkpoints.restore import CheckpointMismatchError, match_params
+from prompt_tuning.models.config import ModelConfig
 
 
 def checkpoint_format(path: str | os.PathLike) -> str:
-  """'t5x', 'huggingface' or 'orbax' for a checkpoint path; raises ValueError naming the expected files."""
+  """'t5x', 'huggingface', 'gguf' or 'orbax' for a checkpoint path; raises ValueError naming
+  the expected files."""
   path = os.fspath(path)
   if huggingface.is_hf_checkpoint(path):
     return "huggingface"
+  if path.endswith(".gguf") and os.path.isfile(path):
+    return "gguf"
   if t5x.is_t5x_checkpoint(path):
     return "t5x"
   if orbax.is_orbax_checkpoint(path):
@@ -21,7 +25,20 @@ def checkpoint_format(path: str | os.PathLike) -> str:
   raise ValueError(
       f"{path} is not a checkpoint this library reads: expected a T5X checkpoint directory "
       "(with a msgpack `checkpoint` file), a Hugging Face directory (config.json + "
-      "model.safetensors) or one of our orbax checkpoints (checkpoint_<step>/params).")
+      "model.safetensors), a .gguf file or one of our orbax checkpoints "
+      "(checkpoint_<step>/params).")
+
+
+def config_from_checkpoint(path: str | os.PathLike) -> Optional[ModelConfig]:
+  """The model config a checkpoint carries: Hugging Face config.json or GGUF metadata; None for
+  formats without one (T5X, orbax)."""
+  kind = checkpoint_format(path)
+  if kind == "huggingface":
+    return huggingface.config_from_hf(path)
+  if kind == "gguf":
+    from prompt_tuning.checkpoints import gguf  # Local: the gguf reader is only needed here.
+    return huggingface.config_from_hf(gguf.gguf_config(path))
+  return None
 
 
 def load_params(path: str | os.PathLike, expected: Mapping[str, Any], config: Any = None, *,
@@ -34,7 +51,14 @@ def load_params(path: str | os.PathLike, expected: Mapping[str, Any], config: An
   """
   kind = checkpoint_format(path)
   if kind == "huggingface":
-    loaded = huggingface.load_hf_t5_params(path, config=config, restore_dtype=restore_dtype)
+    loaded = huggingface.load_hf_params(path, config=config, restore_dtype=restore_dtype)
+  elif kind == "gguf":
+    from prompt_tuning.checkpoints import gguf  # Local: the gguf reader is only needed here.
+    if config is None:
+      config = huggingface.config_from_hf(gguf.gguf_config(path))
+    tensors = gguf.gguf_tensors(path, restore_dtype=restore_dtype)
+    loaded = huggingface.params_from_named_tensors(tensors, tensors.__getitem__, config, os.fspath(path),
+                                                   restore_dtype=restore_dtype)
   elif kind == "orbax":
     loaded = orbax.load_params(path, restore_dtype=restore_dtype)
   else:
@@ -42,4 +66,5 @@ def load_params(path: str | os.PathLike, expected: Mapping[str, Any], config: An
   return match_params(expected, loaded, source=os.fspath(path), allow_missing=allow_missing)
 
 
-__all__ = ["CheckpointMismatchError", "checkpoint_format", "load_params", "match_params"]
+__all__ = ["CheckpointMismatchError", "checkpoint_format", "config_from_checkpoint", "load_params",
+           "match_params"]

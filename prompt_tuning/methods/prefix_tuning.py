@@ -6,22 +6,29 @@ or decoder self-attention (decoder-only). In cross-attention the prefix is *prep
 encoder's keys/values; the encoder output is always attended as well (past_key_values-based
 implementations that put the prefix in the cross-attention cache replace the encoder keys).
 
-Masks and positions: prefix keys are visible to every query. T5's relative position bias gives
-them a zero bias by default ("zero": they sit outside the sequence, so outputs do not depend on
-padding). `position_bias="shifted"` instead places the prefix at positions 0..P-1 of decoder
-self-attention and the tokens after it, which is what Hugging Face T5 computes for
-`past_key_values` (and hence PEFT's prefix tuning of T5's decoder); that choice depends on
-left padding and is meant for parity checks. Encoder and cross-attention prefixes never get a
-position bias (T5 cross-attention has none).
+Masks and positions: prefix keys are visible to every query (also beyond a sliding window).
+`position_bias` says where the prefix sits relative to the tokens in decoder self-attention;
+None (the default) picks the model family's natural choice:
+  - T5 (relative position bias): "zero" by default: prefix keys get a zero bias (they sit outside
+    the sequence, so outputs do not depend on padding). "shifted" places the prefix at positions
+    0..P-1 and the tokens after it, which is what Hugging Face T5 computes for
+    `past_key_values` (hence PEFT's prefix tuning of T5's decoder); it depends on left padding
+    and is meant for parity checks.
+  - RoPE families (Llama, Mistral, Qwen2): "shifted" by default, PEFT's semantics: prefix keys
+    are used as stored (never rotated) and the tokens' positions start at P, as Hugging Face
+    computes after a P-long `past_key_values`. "zero" keeps the tokens at positions 0.. (the
+    prefix keys still unrotated).
+Encoder and cross-attention prefixes never get a position bias (T5 cross-attention has none).
+With grouped-query attention the prefixes are per key/value head (PEFT's layout).
 
 Parameters live under `encoder/prefix/attention/...` and `decoder/prefix/{self_attention,
 encoder_decoder_attention}/...`, so the trainable regex is `PREFIX_PARAMS_REGEX` (`.*/prefix/.*`)
 and every other parameter keeps its T5X path and stays frozen. Per attention kind:
-  - direct (PEFT `prefix_projection=False`): `key_value` [P, layers, 2, heads, head_dim]
+  - direct (PEFT `prefix_projection=False`): `key_value` [P, layers, 2, kv_heads, head_dim]
     (axes "prompt", "layers", "prefix_kv", "heads", "kv"); PEFT's `embedding.weight`
-    [P, layers * 2 * heads * head_dim] is the same array reshaped.
+    [P, layers * 2 * kv_heads * head_dim] is the same array reshaped.
   - projected (PEFT `prefix_projection=True`): `embedding` [P, D], `transform_0` (D -> hidden,
-    tanh), `transform_1` (hidden -> layers * 2 * heads * head_dim), kernels [in, out] + biases.
+    tanh), `transform_1` (hidden -> layers * 2 * kv_heads * head_dim), kernels [in, out] + biases.
 `export_prefixes` turns either into the final `key_value` arrays for projection-free inference.
 
 Cached decoding: the decoder's `init_cache` computes the prefixes once and keeps them in the
@@ -40,7 +47,7 @@ import numpy as np
 
 from prompt_tuning.methods.p_tuning import Linear
 from prompt_tuning.models.attention import KVPrefix
-from prompt_tuning.models.config import T5Config
+from prompt_tuning.models.config import ModelConfig
 from prompt_tuning.models.decoder_only import DecoderOnly
 from prompt_tuning.models.layers import Embed, param_with_axes
 from prompt_tuning.models.t5 import EncoderDecoder
@@ -62,7 +69,7 @@ class PrefixConfig:
     projection: PEFT's `prefix_projection`: produce the prefixes with an MLP from P learned
       embeddings instead of learning them directly.
     hidden_dim: the projection MLP's hidden size (PEFT `encoder_hidden_size`).
-    position_bias: "zero" or "shifted" (decoder self-attention; see the module docstring).
+    position_bias: "zero", "shifted" or None (the family's default; see the module docstring).
     init_stddev: standard deviation of the normal initializer of `key_value` / `embedding`
       (PEFT / torch's Embedding default is 1.0).
   """
@@ -73,20 +80,26 @@ class PrefixConfig:
   decoder_cross: bool = True
   projection: bool = False
   hidden_dim: int = 512
-  position_bias: Literal["zero", "shifted"] = "zero"
+  position_bias: Optional[Literal["zero", "shifted"]] = None
   init_stddev: float = 1.0
 
   def __post_init__(self):
     if self.length < 0:
       raise ValueError(f"PrefixConfig.length={self.length}; use a length >= 0.")
-    if self.position_bias not in ("zero", "shifted"):
-      raise ValueError(f"PrefixConfig.position_bias={self.position_bias!r}; use 'zero' or "
-                       "'shifted'.")
+    if self.position_bias not in (None, "zero", "shifted"):
+      raise ValueError(f"PrefixConfig.position_bias={self.position_bias!r}; use 'zero', "
+                       "'shifted' or None (the model family's default).")
+
+  def position_bias_for(self, config: ModelConfig) -> str:
+    """The prefix position semantics used with `config` (None -> the family's default)."""
+    if self.position_bias is not None:
+      return self.position_bias
+    return "shifted" if config.position_embedding == "rope" else "zero"
 
   def replace(self, **changes) -> "PrefixConfig":
     return dataclasses.replace(self, **changes)
 
-  def build_model(self, config: T5Config) -> nn.Module:
+  def build_model(self, config: ModelConfig) -> nn.Module:
     """The prefix-tuning model of `config.architecture` (what `load_model` builds for it)."""
     return build_prefix_tuning_model(config, self)
 
@@ -97,17 +110,18 @@ def prefix_config(config: Optional[PrefixConfig] = None) -> Optional[PrefixConfi
 
 
 class AttentionPrefix(nn.Module):
-  """Key/value prefixes [batch, P, heads, head_dim] for `num_layers` layers of one attention kind."""
+  """Key/value prefixes [batch, P, kv_heads, head_dim] for `num_layers` layers of one attention
+  kind."""
 
-  config: T5Config
+  config: ModelConfig
   prefix: PrefixConfig
   num_layers: int
 
   @nn.compact
   def key_value(self) -> jax.Array:
-    """All prefixes as one float32 array [P, layers, 2 (key, value), heads, head_dim]."""
+    """All prefixes as one float32 array [P, layers, 2 (key, value), kv_heads, head_dim]."""
     config, prefix = self.config, self.prefix
-    shape = (prefix.length, self.num_layers, 2, config.num_heads, config.head_dim)
+    shape = (prefix.length, self.num_layers, 2, config.kv_heads, config.head_dim)
     init = nn.initializers.normal(stddev=prefix.init_stddev)
     if not prefix.projection:
       return param_with_axes(self, "key_value", init, shape, KEY_VALUE_AXES)
@@ -132,7 +146,7 @@ class StackPrefixes(nn.Module):
   "self_attention" / "encoder_decoder_attention" in the decoder); each is a submodule.
   """
 
-  config: T5Config
+  config: ModelConfig
   prefix: PrefixConfig
   kinds: tuple[str, ...]
   num_layers: int
@@ -143,7 +157,7 @@ class StackPrefixes(nn.Module):
             for kind in self.kinds}
 
 
-def _hook(config: T5Config, prefix: PrefixConfig, kinds: tuple[str, ...],
+def _hook(config: ModelConfig, prefix: PrefixConfig, kinds: tuple[str, ...],
           num_layers: int) -> Optional[StackPrefixes]:
   return StackPrefixes(config, prefix, kinds, num_layers) if kinds else None
 
@@ -176,7 +190,7 @@ class PrefixTuningDecoderOnly(DecoderOnly):
     return _prefixed_decoder(self.config, self.prefix, None)
 
 
-def _prefixed_decoder(config: T5Config, prefix: PrefixConfig,
+def _prefixed_decoder(config: ModelConfig, prefix: PrefixConfig,
                       shared_embedding: Optional[Embed]) -> Decoder:
   cross_attention = shared_embedding is not None
   kinds = ("self_attention",) if prefix.decoder_self else ()
@@ -184,10 +198,10 @@ def _prefixed_decoder(config: T5Config, prefix: PrefixConfig,
     kinds += ("encoder_decoder_attention",)
   return Decoder(config, shared_embedding=shared_embedding, cross_attention=cross_attention,
                  prefix=_hook(config, prefix, kinds, config.num_decoder_layers),
-                 prefix_position_bias=prefix.position_bias)
+                 prefix_position_bias=prefix.position_bias_for(config))
 
 
-def build_prefix_tuning_model(config: T5Config, prefix: PrefixConfig) -> nn.Module:
+def build_prefix_tuning_model(config: ModelConfig, prefix: PrefixConfig) -> nn.Module:
   """The prefix-tuning module for `config.architecture` (constructs only; no I/O)."""
   if config.architecture == "decoder_only":
     return PrefixTuningDecoderOnly(config, prefix)
@@ -200,7 +214,7 @@ def prefix_params(params: Mapping[str, Any]) -> dict[str, Any]:
           if stack in params and "prefix" in params[stack]}
 
 
-def export_prefixes(params: Mapping[str, Any], config: T5Config) -> dict[str, np.ndarray]:
+def export_prefixes(params: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
   """Final per-layer prefixes of a (possibly projected) model, keyed by their direct-param path.
 
   Returns {"encoder/prefix/attention/key_value": float32 [P, layers, 2, heads, head_dim], ...}

@@ -1,8 +1,11 @@
 """Multi-head dot-product attention with an optional key/value cache and key/value prefix.
 
-T5 attention has no bias terms and no 1/sqrt(head_dim) logit scaling (it is folded into the
-query initialisation). Kernels are 2-D as in Flaxformer: query/key/value [embed, heads*head_dim]
-(axes "embed", "joined_kv"), out [heads*head_dim, embed] (axes "joined_kv", "embed").
+One module serves every family: T5 attention has no bias terms and no 1/sqrt(head_dim) logit
+scaling (it is folded into the query initialisation); Llama-family attention scales the logits,
+rotates queries and keys (RoPE, `models.rope`) and may group query heads over fewer key/value
+heads (GQA: `num_kv_heads`); Qwen2 adds query/key/value biases. Kernels are 2-D as in
+Flaxformer: query [embed, heads*head_dim], key/value [embed, kv_heads*head_dim] (axes "embed",
+"joined_kv"), out [heads*head_dim, embed] (axes "joined_kv", "embed").
 
 Keys, values and queries are attended heads-major, [batch, heads, S, head_dim]: a layout XLA's
 batched matmuls read as it is. Projections are moved to it once (one transpose each), which on
@@ -21,6 +24,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from prompt_tuning.models import rope
 from prompt_tuning.models.layers import Dense, default_kernel_init
 
 # Additive bias for masked positions: large but finite, so fully masked rows stay NaN-free.
@@ -31,7 +35,8 @@ NEG_INF = -1e10
 class KVCache:
   """Keys and values of one attention layer for decoding; every leaf is batch-major.
 
-  key_BNSH / value_BNSH: [batch, heads, max_length, head_dim] (heads-major).
+  key_BNSH / value_BNSH: [batch, kv_heads, max_length, head_dim] (heads-major); keys are
+  stored rotated to their positions when the model uses RoPE.
   """
 
   key_BNSH: jax.Array
@@ -58,7 +63,8 @@ def sequence_major(x_BNSH: jax.Array) -> jax.Array:
 class KVPrefix:
   """Learned keys/values prepended to every example's keys/values (prefix tuning).
 
-  key_BPNH / value_BPNH: [batch, prefix_length, heads, head_dim].
+  key_BPNH / value_BPNH: [batch, prefix_length, kv_heads, head_dim]; never rotated (RoPE
+  models attend to them as stored, as Hugging Face does with a `past_key_values` prefix).
   """
 
   key_BPNH: jax.Array
@@ -115,30 +121,58 @@ def _write(cached_BNSH: jax.Array, new_BNTH: jax.Array, index: jax.Array | int,
 
 
 class MultiHeadAttention(nn.Module):
-  """Multi-head attention over `inputs_kv` (self-attention when it is `inputs_q`)."""
+  """Multi-head attention over `inputs_kv` (self-attention when it is `inputs_q`).
+
+  `num_kv_heads` < `num_heads` shares each key/value head among num_heads / num_kv_heads query
+  heads; `use_bias` adds query/key/value biases, `out_bias` an output bias; `scale_logits` multiplies the logits by
+  head_dim**-0.5; `rope_theta` (with `rope_scaling` pairs) rotates queries and the new keys to
+  the token positions passed to `__call__`.
+  """
 
   num_heads: int
   head_dim: int
   out_features: int
   dropout_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  num_kv_heads: Optional[int] = None
+  use_bias: bool = False
+  out_bias: bool = False
+  scale_logits: bool = False
+  rope_theta: Optional[float] = None
+  rope_scaling: tuple = ()
+
+  @property
+  def kv_heads(self) -> int:
+    return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
 
   def setup(self):
-    joined_kv = self.num_heads * self.head_dim
     depth_scaling = jnp.sqrt(self.head_dim).astype(jnp.float32)
 
     def query_init(*args):
       return default_kernel_init(*args) / depth_scaling
 
-    self.query = Dense(joined_kv, ("embed", "joined_kv"), self.dtype, query_init)
-    self.key = Dense(joined_kv, ("embed", "joined_kv"), self.dtype)
-    self.value = Dense(joined_kv, ("embed", "joined_kv"), self.dtype)
-    self.out = Dense(self.out_features, ("joined_kv", "embed"), self.dtype)
+    self.query = Dense(self.num_heads * self.head_dim, ("embed", "joined_kv"), self.dtype,
+                       query_init, use_bias=self.use_bias)
+    self.key = Dense(self.kv_heads * self.head_dim, ("embed", "joined_kv"), self.dtype,
+                     use_bias=self.use_bias)
+    self.value = Dense(self.kv_heads * self.head_dim, ("embed", "joined_kv"), self.dtype,
+                       use_bias=self.use_bias)
+    self.out = Dense(self.out_features, ("joined_kv", "embed"), self.dtype,
+                     use_bias=self.out_bias)
     # Dropout on attention weights, broadcast over the query axis (T5X).
     self.weights_dropout = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))
 
   def _split_heads(self, x_BTJ: jax.Array) -> jax.Array:
-    return x_BTJ.reshape(x_BTJ.shape[:-1] + (self.num_heads, self.head_dim))
+    return x_BTJ.reshape(x_BTJ.shape[:-1] + (-1, self.head_dim))
+
+  def _rotate(self, x_BNTH: jax.Array, positions_BT: Optional[jax.Array]) -> jax.Array:
+    """Queries / new keys rotated to `positions_BT` (RoPE models; others unchanged)."""
+    if self.rope_theta is None:
+      return x_BNTH
+    if positions_BT is None:
+      raise ValueError("a RoPE attention layer needs the token positions [batch, T].")
+    inv_freq = rope.inverse_frequencies(self.head_dim, self.rope_theta, dict(self.rope_scaling))
+    return rope.rotate(x_BNTH, positions_BT, inv_freq)
 
   def _drop_values(self, weights_shape: tuple[int, ...], value_BNSH: jax.Array,
                    prefix_value_BPNH: Optional[jax.Array]
@@ -149,7 +183,8 @@ class MultiHeadAttention(nn.Module):
     weight column s equals dropping value row s: context = (weights * keep_s) @ values =
     weights @ (keep_s * values). Scaling the values keeps the same random mask (the same
     `weights_dropout` draw, of shape [batch, heads, 1, S_total]) while the training step neither
-    computes nor stores a second [batch, heads, T, S] array.
+    computes nor stores a second [batch, heads, T, S] array. (Needs one key/value head per query
+    head; grouped heads drop the weights themselves.)
     """
     batch, heads, _, total = weights_shape
     keep_BN1S = self.weights_dropout(jnp.ones((batch, heads, 1, total), jnp.float32),
@@ -165,9 +200,18 @@ class MultiHeadAttention(nn.Module):
     return scale(value_BNSH, keep_BNS1[:, :, num_prefix:]), prefix_value_BPNH
 
   def project_kv(self, inputs_kv_BSD: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Keys and values [batch, S, heads, head_dim] of the given inputs."""
+    """Keys and values [batch, S, kv_heads, head_dim] of the given inputs (keys not rotated)."""
     return (self._split_heads(self.key(inputs_kv_BSD)),
             self._split_heads(self.value(inputs_kv_BSD)))
+
+  def _grouped(self, x_BNTX: jax.Array) -> jax.Array:
+    """[batch, heads, T, X] -> [batch, kv_heads, heads / kv_heads, T, X] (query groups)."""
+    batch, _, length, last = x_BNTX.shape
+    return x_BNTX.reshape(batch, self.kv_heads, -1, length, last)
+
+  def _ungrouped(self, x_BKGTX: jax.Array) -> jax.Array:
+    batch, _, _, length, last = x_BKGTX.shape
+    return x_BKGTX.reshape(batch, self.num_heads, length, last)
 
   def __call__(self,
                inputs_q_BTD: jax.Array,
@@ -179,7 +223,8 @@ class MultiHeadAttention(nn.Module):
                cache_index: jax.Array | int = 0,
                precomputed_kv: Optional[tuple[jax.Array, jax.Array]] = None,
                prefix: Optional[KVPrefix] = None,
-               cache_write_mask_BT: Optional[jax.Array] = None
+               cache_write_mask_BT: Optional[jax.Array] = None,
+               positions_BT: Optional[jax.Array] = None
                ) -> tuple[jax.Array, Optional[KVCache]]:
     """Attends queries to keys/values; returns ([batch, T, embed], updated cache or None).
 
@@ -190,42 +235,55 @@ class MultiHeadAttention(nn.Module):
         bias), where S_total counts prefix positions first, then cache or input positions.
       cache: when given, the new keys/values are written at `cache_index` and attention runs
         over the whole cache (its length is the key axis).
-      precomputed_kv: keys/values [batch, heads, S, head_dim] computed once (cross-attention
+      precomputed_kv: keys/values [batch, kv_heads, S, head_dim] computed once (cross-attention
         during decoding; `heads_major` of `project_kv`).
       prefix: prefix keys/values attended before all others.
       cache_write_mask_BT: [batch, T], with `cache`: only positions where it is true are written;
         the others keep their cached keys/values (a prefill leaves a reused prompt in place).
+      positions_BT: int [batch, T], RoPE models: the positions of the queries (and of the new
+        keys in self-attention).
     """
-    query_BNTH = heads_major(self._split_heads(self.query(inputs_q_BTD)))
+    query_BNTH = self._rotate(heads_major(self._split_heads(self.query(inputs_q_BTD))),
+                              positions_BT)
     if precomputed_kv is not None:
-      key_BNSH, value_BNSH = precomputed_kv
+      key_BKSH, value_BKSH = precomputed_kv
     else:
-      key_BNSH, value_BNSH = map(heads_major, self.project_kv(inputs_kv_BSD))
+      key_BKSH, value_BKSH = map(heads_major, self.project_kv(inputs_kv_BSD))
+      key_BKSH = self._rotate(key_BKSH, positions_BT)
       if cache is not None:
-        cache = KVCache(_write(cache.key_BNSH, key_BNSH, cache_index, cache_write_mask_BT),
-                        _write(cache.value_BNSH, value_BNSH, cache_index, cache_write_mask_BT))
-        key_BNSH, value_BNSH = cache.key_BNSH, cache.value_BNSH
+        cache = KVCache(_write(cache.key_BNSH, key_BKSH, cache_index, cache_write_mask_BT),
+                        _write(cache.value_BNSH, value_BKSH, cache_index, cache_write_mask_BT))
+        key_BKSH, value_BKSH = cache.key_BNSH, cache.value_BNSH
 
-    logits_BNTS = jnp.einsum("bnth,bnsh->bnts", query_BNTH, key_BNSH.astype(self.dtype),
-                             preferred_element_type=jnp.float32)
+    query_BKGTH = self._grouped(query_BNTH)
+    logits_BNTS = self._ungrouped(jnp.einsum(
+        "bkgth,bksh->bkgts", query_BKGTH, key_BKSH.astype(self.dtype),
+        preferred_element_type=jnp.float32))
     num_prefix = 0
     if prefix is not None:  # Scored apart, so the (cached) keys are never copied.
       num_prefix = prefix.key_BPNH.shape[1]
-      prefix_BNTP = jnp.einsum("bnth,bpnh->bntp", query_BNTH, prefix.key_BPNH.astype(self.dtype),
-                               preferred_element_type=jnp.float32)
+      prefix_BNTP = self._ungrouped(jnp.einsum(
+          "bkgth,bpkh->bkgtp", query_BKGTH, prefix.key_BPNH.astype(self.dtype),
+          preferred_element_type=jnp.float32))
       logits_BNTS = jnp.concatenate([prefix_BNTP, logits_BNTS], axis=-1)
+    if self.scale_logits:
+      logits_BNTS = logits_BNTS * jnp.float32(self.head_dim ** -0.5)
     if bias_BNTS is not None:
       logits_BNTS = logits_BNTS + bias_BNTS.astype(jnp.float32)
     weights_BNTS = softmax_last(logits_BNTS).astype(self.dtype)
-    value_BNSH = value_BNSH.astype(self.dtype)
-    prefix_value_BPNH = None if prefix is None else prefix.value_BPNH.astype(self.dtype)
+    value_BKSH = value_BKSH.astype(self.dtype)
+    prefix_value_BPKH = None if prefix is None else prefix.value_BPNH.astype(self.dtype)
     if not deterministic and self.dropout_rate > 0:
-      value_BNSH, prefix_value_BPNH = self._drop_values(weights_BNTS.shape, value_BNSH,
-                                                        prefix_value_BPNH)
-    context_BNTH = jnp.einsum("bnts,bnsh->bnth", weights_BNTS[..., num_prefix:], value_BNSH)
+      if self.kv_heads == self.num_heads:
+        value_BKSH, prefix_value_BPKH = self._drop_values(weights_BNTS.shape, value_BKSH,
+                                                          prefix_value_BPKH)
+      else:
+        weights_BNTS = self.weights_dropout(weights_BNTS, deterministic=False)
+    weights_BKGTS = self._grouped(weights_BNTS)
+    context_BKGTH = jnp.einsum("bkgts,bksh->bkgth", weights_BKGTS[..., num_prefix:], value_BKSH)
     if prefix is not None:
-      context_BNTH = context_BNTH + jnp.einsum("bntp,bpnh->bnth", weights_BNTS[..., :num_prefix],
-                                               prefix_value_BPNH)
-    context_BTNH = sequence_major(context_BNTH)
+      context_BKGTH = context_BKGTH + jnp.einsum(
+          "bkgtp,bpkh->bkgth", weights_BKGTS[..., :num_prefix], prefix_value_BPKH)
+    context_BTNH = sequence_major(self._ungrouped(context_BKGTH))
     context_BTJ = context_BTNH.reshape(context_BTNH.shape[:2] + (-1,))
     return self.out(context_BTJ), cache

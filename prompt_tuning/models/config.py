@@ -1,27 +1,61 @@
-"""Model hyper-parameters: one frozen dataclass shared by every architecture."""
+"""Model hyper-parameters: one frozen dataclass shared by every family and architecture.
+
+`ModelConfig` describes T5 (1.0, 1.1, mT5, the T5X decoder-only LM) and the decoder-only LLM
+families (Llama, Mistral, Qwen2, ...) alike: what differs between families is data here (position
+scheme, grouped key/value heads, attention biases and scaling, sliding window, MLP activations,
+tied head, padding convention), never a copy of the transformer. Field names of the T5 part
+follow T5X's `network.T5Config`, which gin binds from the size macros (EMBED_DIM, NUM_HEADS, ...)
+of `configs/architectures/*.gin`; LLM configs come from a checkpoint's config.json or GGUF
+metadata (`prompt_tuning.models.families`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Sequence
+from typing import Any, Literal, Mapping, Optional, Sequence
 
 import jax.numpy as jnp
 
 Architecture = Literal["encoder_decoder", "decoder_only"]
+# "relative": T5's bucketed relative position bias (`relpos_bias/rel_embedding`);
+# "rope": rotary position embeddings applied to queries and keys (no parameters).
+PositionEmbedding = Literal["relative", "rope"]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 # What each transformer layer keeps for the backward pass (T5X's `remat_policy` names):
 # "none" everything; "minimal" only its weight matmuls' outputs (the rest is recomputed);
 # "full" only its input (the whole layer is recomputed).
 REMAT_POLICIES = ("none", "minimal", "full")
+POSITION_EMBEDDINGS = ("relative", "rope")
+# Rotary scaling schemes understood by `models.rope` (Hugging Face's `rope_type` names).
+ROPE_TYPES = ("default", "linear", "llama3")
 
 
 @dataclasses.dataclass(frozen=True)
-class T5Config:
-  """Shape and recipe of a T5-family model (T5 1.0, T5 1.1, mT5, T5X decoder-only).
+class ModelConfig:
+  """Shape and recipe of a model.
 
-  Field names follow T5X's `network.T5Config`; gin binds them from the size macros
-  (EMBED_DIM, NUM_HEADS, ...) in `configs/architectures/*.gin`.
+  T5 fields (T5X names): vocab_size, emb_dim, num_heads, head_dim, mlp_dim, num_encoder_layers,
+  num_decoder_layers, mlp_activations, logits_via_embedding, relpos_*, dropout_rate, dtype,
+  layer_norm_epsilon, architecture, remat_policy. The defaults of every other field reproduce T5.
+
+  Family fields:
+    family: "t5", "llama", "mistral", "qwen2", ... (selects the checkpoint name mapping).
+    num_kv_heads: key/value heads (grouped-query attention); None = num_heads.
+    position_embedding: "relative" (T5) or "rope".
+    rope_theta / rope_scaling: rotary base and Hugging Face-style scaling, as sorted
+      (key, value) pairs, e.g. (("factor", 8.0), ..., ("rope_type", "llama3")); () = none.
+    attention_bias: query/key/value projections have biases (Qwen2).
+    attention_out_bias / mlp_bias: the attention output / MLP projections have biases.
+    scale_attention: queries are scaled by head_dim**-0.5 at run time (T5 folds it into the
+      query initialisation instead).
+    sliding_window: keys more than this many positions behind a query are hidden (Mistral).
+    rescale_tied_logits: a tied head (logits_via_embedding) divides by sqrt(emb_dim) (T5 1.0).
+    zero_is_padding: token id 0 means padding (T5X's convention). False for the LLM families,
+      whose id 0 is a real token: padding comes from an attention mask there.
+    bos_token_id / eos_token_ids / pad_token_id: the checkpoint's special tokens (eos may be
+      several ids; generation stops at any of them).
+    max_position_embeddings: the context length the checkpoint was trained for (informational).
   """
 
   vocab_size: int = 32128
@@ -31,7 +65,8 @@ class T5Config:
   mlp_dim: int = 1024
   num_encoder_layers: int = 8
   num_decoder_layers: int = 8
-  # ("gelu", "linear") is T5 1.1's gated GELU (`wi_0`, `wi_1`); ("relu",) is T5 1.0 (`wi`).
+  # ("gelu", "linear") is T5 1.1's gated GELU (`wi_0`, `wi_1`); ("relu",) is T5 1.0 (`wi`);
+  # ("silu", "linear") is Llama's SwiGLU (gate, up).
   mlp_activations: Sequence[str] = ("gelu", "linear")
   # T5 1.0 computes logits with the shared embedding (scaled by emb_dim**-0.5); 1.1 has `logits_dense`.
   logits_via_embedding: bool = False
@@ -42,25 +77,87 @@ class T5Config:
   layer_norm_epsilon: float = 1e-6
   architecture: Architecture = "encoder_decoder"
   remat_policy: str = "none"  # Training memory vs. time; see REMAT_POLICIES.
+  family: str = "t5"
+  num_kv_heads: Optional[int] = None
+  position_embedding: PositionEmbedding = "relative"
+  rope_theta: float = 10000.0
+  rope_scaling: tuple[tuple[str, Any], ...] = ()
+  attention_bias: bool = False
+  attention_out_bias: bool = False
+  mlp_bias: bool = False
+  scale_attention: bool = False
+  sliding_window: Optional[int] = None
+  rescale_tied_logits: bool = True
+  zero_is_padding: bool = True
+  bos_token_id: Optional[int] = None
+  eos_token_ids: tuple[int, ...] = (1,)
+  pad_token_id: Optional[int] = 0
+  max_position_embeddings: Optional[int] = None
 
   def __post_init__(self):
     if self.dtype not in _DTYPES:
-      raise ValueError(f"T5Config.dtype={self.dtype!r} is not supported; use one of {sorted(_DTYPES)}.")
+      raise ValueError(f"ModelConfig.dtype={self.dtype!r} is not supported; use one of "
+                       f"{sorted(_DTYPES)} (ACTIVATION_DTYPE in gin).")
     if self.architecture not in ("encoder_decoder", "decoder_only"):
       raise ValueError(
-          f"T5Config.architecture={self.architecture!r}; use 'encoder_decoder' or 'decoder_only'.")
+          f"ModelConfig.architecture={self.architecture!r}; use 'encoder_decoder' or "
+          "'decoder_only'.")
     if self.remat_policy not in REMAT_POLICIES:
-      raise ValueError(f"T5Config.remat_policy={self.remat_policy!r}; use one of {REMAT_POLICIES} "
-                       "(REMAT_POLICY in gin).")
+      raise ValueError(f"ModelConfig.remat_policy={self.remat_policy!r}; use one of "
+                       f"{REMAT_POLICIES} (REMAT_POLICY in gin).")
+    if self.position_embedding not in POSITION_EMBEDDINGS:
+      raise ValueError(f"ModelConfig.position_embedding={self.position_embedding!r}; use one of "
+                       f"{POSITION_EMBEDDINGS}.")
+    kv_heads = self.kv_heads
+    if kv_heads < 1 or self.num_heads % kv_heads:
+      raise ValueError(f"ModelConfig: num_heads={self.num_heads} must be a multiple of "
+                       f"num_kv_heads={self.num_kv_heads} (grouped-query attention).")
+    if self.sliding_window is not None and self.sliding_window < 1:
+      raise ValueError(f"ModelConfig.sliding_window={self.sliding_window}; use a positive "
+                       "window or None.")
+    eos = self.eos_token_ids
+    eos = (eos,) if isinstance(eos, int) else tuple(int(e) for e in eos)
+    object.__setattr__(self, "eos_token_ids", eos)
     object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
+    scaling = self.rope_scaling
+    if isinstance(scaling, Mapping):
+      scaling = scaling.items()
+    object.__setattr__(self, "rope_scaling", tuple(sorted((str(k), v) for k, v in scaling)))
+    rope_type = self.rope_scaling_dict.get("rope_type", "default")
+    if rope_type not in ROPE_TYPES:
+      raise ValueError(f"rope scaling type {rope_type!r} is not supported; supported: "
+                       f"{ROPE_TYPES}.")
 
   @property
   def activation_dtype(self) -> jnp.dtype:
     return _DTYPES[self.dtype]
 
   @property
+  def kv_heads(self) -> int:
+    """Number of key/value heads (num_heads unless grouped-query attention)."""
+    return self.num_heads if self.num_kv_heads is None else int(self.num_kv_heads)
+
+  @property
   def joined_kv(self) -> int:
     return self.num_heads * self.head_dim
 
-  def replace(self, **changes) -> "T5Config":
+  @property
+  def rope_scaling_dict(self) -> dict[str, Any]:
+    return dict(self.rope_scaling)
+
+  @property
+  def eos_id(self) -> int:
+    """The first end-of-sequence id (the one appended to targets)."""
+    return self.eos_token_ids[0]
+
+  @property
+  def output_pad_id(self) -> int:
+    """Id written after EOS in generated outputs: the pad id, else the first EOS id."""
+    return self.pad_token_id if self.pad_token_id is not None else self.eos_id
+
+  def replace(self, **changes) -> "ModelConfig":
     return dataclasses.replace(self, **changes)
+
+
+# The name T5X users and gin files know (`model_config.T5Config` in configs/architectures).
+T5Config = ModelConfig

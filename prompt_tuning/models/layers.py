@@ -1,4 +1,4 @@
-"""Building blocks of the T5 layer family: embedding, RMS norm, dense kernels, gated MLP.
+"""Building blocks shared by every model family: embedding, RMS norm, dense kernels, gated MLP.
 
 Every parameter carries T5X logical axis names through `nn.with_logical_partitioning`, so
 `nn.get_partition_spec` / `flax.linen.logical_to_mesh_sharding` can shard it with one rules table.
@@ -54,7 +54,10 @@ class Embed(nn.Module):
 
 
 class RMSNorm(nn.Module):
-  """T5 layer norm: scale only, no mean subtraction and no bias; statistics in float32."""
+  """RMS norm (T5's layer norm, Llama's RMSNorm): scale only, no mean subtraction, no bias.
+
+  Statistics and the scale multiplication run in float32, then the result is cast.
+  """
 
   epsilon: float = 1e-6
   dtype: jnp.dtype = jnp.float32
@@ -127,18 +130,28 @@ def weight_dot(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype) -> jax.Array:
 
 
 class Dense(nn.Module):
-  """Bias-free projection of the last axis with a 2-D `kernel` [in, out] (Flaxformer's layout)."""
+  """Projection of the last axis with a 2-D `kernel` [in, out] (Flaxformer's layout).
+
+  Bias-free unless `use_bias` (then `bias` [out], on the kernel's output axis), as T5 / Llama
+  are bias-free and Qwen2's query/key/value projections are not.
+  """
 
   features: int
   kernel_axes: tuple[str, str]
   dtype: jnp.dtype = jnp.float32
   kernel_init: Initializer = default_kernel_init
+  use_bias: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = param_with_axes(self, "kernel", self.kernel_init, (x.shape[-1], self.features),
                              self.kernel_axes)
-    return weight_dot(x, kernel, self.dtype)
+    y = weight_dot(x, kernel, self.dtype)
+    if self.use_bias:
+      bias = param_with_axes(self, "bias", nn.initializers.zeros, (self.features,),
+                             self.kernel_axes[1:])
+      y = y + bias.astype(y.dtype)
+    return y
 
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -196,6 +209,7 @@ class MlpBlock(nn.Module):
   activations: Sequence[str] = ("gelu", "linear")
   dropout_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  use_bias: bool = False
 
   @nn.compact
   def __call__(self, x_BTD: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -203,11 +217,12 @@ class MlpBlock(nn.Module):
     if unknown:
       raise ValueError(f"Unknown MLP activation(s) {unknown}; choose from {sorted(_ACTIVATIONS)}.")
     projected = [
-        Dense(self.intermediate_dim, ("embed", "mlp"), self.dtype,
+        Dense(self.intermediate_dim, ("embed", "mlp"), self.dtype, use_bias=self.use_bias,
               name="wi" if len(self.activations) == 1 else f"wi_{index}")(x_BTD)
         for index in range(len(self.activations))]
     hidden_BTF = _gated_activation(tuple(self.activations), *projected)
     # Dropout on the hidden activations, broadcast over the length axis (T5X).
     hidden_BTF = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
         hidden_BTF, deterministic=deterministic)
-    return Dense(x_BTD.shape[-1], ("mlp", "embed"), self.dtype, name="wo")(hidden_BTF)
+    return Dense(x_BTD.shape[-1], ("mlp", "embed"), self.dtype, use_bias=self.use_bias,
+                 name="wo")(hidden_BTF)

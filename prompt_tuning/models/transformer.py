@@ -1,8 +1,15 @@
-"""Encoder and decoder stacks of the T5 layer family (pre-norm residual blocks, RMS norm).
+"""Encoder and decoder stacks: pre-norm residual blocks (RMS norm), configured per family.
 
-Names match T5X/Flaxformer: `layers_{i}`, `attention` / `self_attention` /
-`encoder_decoder_attention`, `pre_*_layer_norm`, `mlp`, `relpos_bias`, `encoder_norm`,
-`decoder_norm`, `logits_dense`.
+One stack serves T5 and the Llama-family LLMs; `ModelConfig` says what differs (relative
+position bias or RoPE, grouped key/value heads, biases, logit scaling, sliding window, MLP
+activations, tied head). Parameter names match T5X/Flaxformer for every family: `layers_{i}`,
+`attention` / `self_attention` / `encoder_decoder_attention`, `pre_*_layer_norm`, `mlp`,
+`relpos_bias` (T5 only), `encoder_norm`, `decoder_norm`, `logits_dense`; checkpoint readers map
+each family's own names onto them (`prompt_tuning.models.families`).
+
+Positions: T5 scores cache / sequence indices with its relative bias; RoPE models rotate
+queries and keys by each token's position, its rank among its row's valid positions (so left
+padding and a prompt placed after it change nothing).
 """
 
 from __future__ import annotations
@@ -16,27 +23,50 @@ import jax.numpy as jnp
 
 from prompt_tuning.models.attention import (KVCache, KVPrefix, MultiHeadAttention, causal_mask,
                                             heads_major, mask_to_bias)
-from prompt_tuning.models.config import T5Config
+from prompt_tuning.models.config import ModelConfig
 from prompt_tuning.models.layers import Dense, Embed, MlpBlock, RMSNorm
 from prompt_tuning.models.relpos import RelativePositionBias
 
+T5Config = ModelConfig  # Older name, kept for code written against it.
 
-def _attention(config: T5Config) -> MultiHeadAttention:
+
+def _attention(config: ModelConfig, cross: bool = False) -> MultiHeadAttention:
+  """An attention layer of `config`'s family (cross-attention: never rotated)."""
+  rotary = config.position_embedding == "rope" and not cross
   return MultiHeadAttention(num_heads=config.num_heads, head_dim=config.head_dim,
                             out_features=config.emb_dim, dropout_rate=config.dropout_rate,
-                            dtype=config.activation_dtype)
+                            dtype=config.activation_dtype, num_kv_heads=config.num_kv_heads,
+                            use_bias=config.attention_bias, out_bias=config.attention_out_bias,
+                            scale_logits=config.scale_attention,
+                            rope_theta=config.rope_theta if rotary else None,
+                            rope_scaling=config.rope_scaling if rotary else ())
 
 
-def _norm(config: T5Config) -> RMSNorm:
+def token_positions(valid_BS: jax.Array) -> jax.Array:
+  """int32 [B, S]: each valid position's rank among its row's valid positions; 0 elsewhere."""
+  valid_BS = valid_BS > 0
+  return jnp.where(valid_BS, jnp.cumsum(valid_BS, axis=1) - 1, 0).astype(jnp.int32)
+
+
+def _window_mask(query_index_T: jax.Array, key_index_S: jax.Array,
+                 window: Optional[int]) -> jax.Array | bool:
+  """[1, 1, T, S]: keys fewer than `window` positions behind the query (True without window)."""
+  if window is None:
+    return True
+  return ((query_index_T[:, None] - key_index_S[None, :]) < window)[None, None]
+
+
+def _norm(config: ModelConfig) -> RMSNorm:
   return RMSNorm(epsilon=config.layer_norm_epsilon, dtype=config.activation_dtype)
 
 
-def _mlp(config: T5Config) -> MlpBlock:
+def _mlp(config: ModelConfig) -> MlpBlock:
   return MlpBlock(intermediate_dim=config.mlp_dim, activations=config.mlp_activations,
-                  dropout_rate=config.dropout_rate, dtype=config.activation_dtype)
+                  dropout_rate=config.dropout_rate, dtype=config.activation_dtype,
+                  use_bias=config.mlp_bias)
 
 
-def _dropout(config: T5Config) -> nn.Dropout:
+def _dropout(config: ModelConfig) -> nn.Dropout:
   return nn.Dropout(config.dropout_rate, broadcast_dims=(-2,))
 
 
@@ -46,7 +76,7 @@ _SAVED_BY_POLICY = {
 }
 
 
-def _rematerialized(layer_cls: type, config: T5Config, deterministic_argnum: int) -> type:
+def _rematerialized(layer_cls: type, config: ModelConfig, deterministic_argnum: int) -> type:
   """`layer_cls` whose backward pass recomputes what `config.remat_policy` does not keep.
 
   `deterministic_argnum`: position of the layer's Python-bool `deterministic` argument.
@@ -82,7 +112,10 @@ PrefixPositionBias = Literal["zero", "shifted"]
 LayerInputsFn = Callable[[int, jax.Array, "jax.Array | int"], jax.Array]
 
 
-def _relpos(config: T5Config, bidirectional: bool) -> RelativePositionBias:
+def _relpos(config: ModelConfig, bidirectional: bool) -> Optional[RelativePositionBias]:
+  """T5's relative position bias of a stack, or None for models without one (RoPE)."""
+  if config.position_embedding != "relative":
+    return None
   return RelativePositionBias(num_buckets=config.relpos_num_buckets,
                               max_distance=config.relpos_max_distance,
                               num_heads=config.num_heads, bidirectional=bidirectional,
@@ -92,7 +125,7 @@ def _relpos(config: T5Config, bidirectional: bool) -> RelativePositionBias:
 class EncoderLayer(nn.Module):
   """Self-attention + MLP block of the encoder."""
 
-  config: T5Config
+  config: ModelConfig
 
   def setup(self):
     self.pre_attention_layer_norm = _norm(self.config)
@@ -102,9 +135,11 @@ class EncoderLayer(nn.Module):
     self.dropout = _dropout(self.config)
 
   def __call__(self, x_BTD: jax.Array, bias_BNTT: jax.Array, deterministic: bool,
-               prefix: Optional[KVPrefix] = None) -> jax.Array:
+               prefix: Optional[KVPrefix] = None,
+               positions_BT: Optional[jax.Array] = None) -> jax.Array:
     h_BTD = self.pre_attention_layer_norm(x_BTD)
-    h_BTD, _ = self.attention(h_BTD, h_BTD, bias_BNTT, deterministic=deterministic, prefix=prefix)
+    h_BTD, _ = self.attention(h_BTD, h_BTD, bias_BNTT, deterministic=deterministic, prefix=prefix,
+                              positions_BT=positions_BT)
     x_BTD = x_BTD + self.dropout(h_BTD, deterministic=deterministic)
     h_BTD = self.mlp(self.pre_mlp_layer_norm(x_BTD), deterministic=deterministic)
     return x_BTD + self.dropout(h_BTD, deterministic=deterministic)
@@ -113,7 +148,7 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
   """Causal self-attention (+ cross-attention to the encoder when present) + MLP block."""
 
-  config: T5Config
+  config: ModelConfig
   cross_attention: bool = True
 
   def setup(self):
@@ -121,7 +156,7 @@ class DecoderLayer(nn.Module):
     self.self_attention = _attention(self.config)
     if self.cross_attention:
       self.pre_cross_attention_layer_norm = _norm(self.config)
-      self.encoder_decoder_attention = _attention(self.config)
+      self.encoder_decoder_attention = _attention(self.config, cross=True)
     self.pre_mlp_layer_norm = _norm(self.config)
     self.mlp = _mlp(self.config)
     self.dropout = _dropout(self.config)
@@ -143,12 +178,14 @@ class DecoderLayer(nn.Module):
                cross_kv: Optional[tuple[jax.Array, jax.Array]] = None,
                self_prefix: Optional[KVPrefix] = None,
                cross_prefix: Optional[KVPrefix] = None,
-               cache_write_mask_BS: Optional[jax.Array] = None
+               cache_write_mask_BS: Optional[jax.Array] = None,
+               positions_BS: Optional[jax.Array] = None
                ) -> tuple[jax.Array, Optional[KVCache]]:
     h_BSD = self.pre_self_attention_layer_norm(y_BSD)
     h_BSD, cache = self.self_attention(h_BSD, h_BSD, self_bias_BNSS, deterministic=deterministic,
                                        cache=cache, cache_index=cache_index, prefix=self_prefix,
-                                       cache_write_mask_BT=cache_write_mask_BS)
+                                       cache_write_mask_BT=cache_write_mask_BS,
+                                       positions_BT=positions_BS)
     y_BSD = y_BSD + self.dropout(h_BSD, deterministic=deterministic)
     if self.cross_attention:
       h_BSD = self.pre_cross_attention_layer_norm(y_BSD)
@@ -167,7 +204,7 @@ class Encoder(nn.Module):
   is called as `prefix(batch)` -> {"attention": per-layer KVPrefix}; its keys get zero bias.
   """
 
-  config: T5Config
+  config: ModelConfig
   prefix: Optional[nn.Module] = None
 
   def setup(self):
@@ -191,8 +228,11 @@ class Encoder(nn.Module):
       prefix_bias_BNTP = jnp.zeros((1, 1, 1, _prefix_length(prefixes)),
                                    self.config.activation_dtype)
     valid_BT = mask_BT > 0
-    bias_BNTT = self.relpos_bias(length, length) + mask_to_bias(
-        valid_BT[:, None, :, None] & valid_BT[:, None, None, :], self.config.activation_dtype)
+    bias_BNTT = mask_to_bias(valid_BT[:, None, :, None] & valid_BT[:, None, None, :],
+                             self.config.activation_dtype)
+    if self.relpos_bias is not None:
+      bias_BNTT = self.relpos_bias(length, length) + bias_BNTT
+    positions_BT = token_positions(valid_BT)
     if prefix_bias_BNTP is not None:
       bias_BNTT = jnp.concatenate(
           [jnp.broadcast_to(prefix_bias_BNTP, bias_BNTT.shape[:3] + prefix_bias_BNTP.shape[3:]),
@@ -202,7 +242,7 @@ class Encoder(nn.Module):
       if layer_inputs_fn is not None:
         x_BTD = layer_inputs_fn(index, x_BTD, 0)
       prefix = prefixes[index] if prefixes is not None else None
-      x_BTD = layer(x_BTD, bias_BNTT, deterministic, prefix=prefix)
+      x_BTD = layer(x_BTD, bias_BNTT, deterministic, prefix, positions_BT)
     return self.dropout(self.encoder_norm(x_BTD), deterministic=deterministic)
 
 
@@ -215,7 +255,7 @@ class DecoderCache:
     (decoder-only).
   key_valid_BS: int32 [batch, max_length], 1 where a cached position holds a real token.
   encoder_valid_BT: int32 [batch, encoder length] or None.
-  self_prefix / cross_prefix: per-layer KVPrefix [batch, P, heads, head_dim] (prefix tuning),
+  self_prefix / cross_prefix: per-layer KVPrefix [batch, P, kv_heads, head_dim] (prefix tuning),
     computed once by `init_cache` and attended before the cached / encoder keys, or None.
   """
 
@@ -236,10 +276,12 @@ class Decoder(nn.Module):
   `prefix` (optional; parameters under `decoder/prefix/`) is called as `prefix(batch)` ->
   {"self_attention": per-layer KVPrefix, "encoder_decoder_attention": per-layer KVPrefix or
   absent}. Prefix keys are always visible; `prefix_position_bias` says how self-attention
-  scores them (see PrefixPositionBias); cross-attention has no position bias.
+  scores them (see PrefixPositionBias); cross-attention has no position bias. RoPE models never
+  rotate prefix keys; with "shifted" their tokens' positions start at P (what Hugging Face
+  computes after a P-long `past_key_values`, hence PEFT's prefix tuning), with "zero" at 0.
   """
 
-  config: T5Config
+  config: ModelConfig
   shared_embedding: Optional[Embed] = None
   cross_attention: bool = True
   prefix: Optional[nn.Module] = None
@@ -273,11 +315,14 @@ class Decoder(nn.Module):
   def project(self, hidden_BSD: jax.Array) -> jax.Array:
     """Output projection of final hidden states [.., embed] -> logits [.., vocab] float32.
 
-    T5 1.1: the separate `logits_dense` kernel; T5 1.0 (tied): the shared embedding scaled by
-    1/sqrt(embed).
+    T5 1.1 / untied LLMs: the separate `logits_dense` kernel; tied heads: the shared embedding,
+    scaled by 1/sqrt(embed) for T5 1.0 (`rescale_tied_logits`).
     """
     if self.config.logits_via_embedding:
-      return self.embedder.attend(hidden_BSD) / jnp.sqrt(jnp.float32(hidden_BSD.shape[-1]))
+      logits = self.embedder.attend(hidden_BSD)
+      if self.config.rescale_tied_logits:
+        logits = logits / jnp.sqrt(jnp.float32(hidden_BSD.shape[-1]))
+      return logits
     return self.logits_dense(hidden_BSD).astype(jnp.float32)
 
   def _logits(self, y_BSD: jax.Array, deterministic: bool) -> jax.Array:
@@ -293,8 +338,17 @@ class Decoder(nn.Module):
 
   def _self_bias(self, num_queries: int, num_keys: int, query_offset: jax.Array | int,
                  mask_B1TS: jax.Array, prefix_length: int) -> jax.Array:
-    """Self-attention bias [batch, heads, T, P + S]: position bias + mask, prefix columns first."""
+    """Self-attention bias [batch, heads, T, P + S]: position bias + mask, prefix columns first.
+
+    A sliding window (config) hides keys `window` or more indices behind the query; prefix keys
+    stay visible.
+    """
+    query_index_T = query_offset + jnp.arange(num_queries)
+    mask_B1TS = mask_B1TS & _window_mask(query_index_T, jnp.arange(num_keys),
+                                         self.config.sliding_window)
     mask_bias = mask_to_bias(mask_B1TS, self.config.activation_dtype)
+    if self.relpos_bias is None:
+      return _prepend_columns(mask_bias, prefix_length) if prefix_length else mask_bias
     if not prefix_length:
       return self.relpos_bias(num_queries, num_keys, query_offset) + mask_bias
     if self.prefix_position_bias == "shifted":
@@ -317,19 +371,24 @@ class Decoder(nn.Module):
                self_prefixes: Optional[Sequence[Optional[KVPrefix]]] = None,
                cross_prefixes: Optional[Sequence[Optional[KVPrefix]]] = None,
                layer_inputs_fn: Optional[LayerInputsFn] = None,
-               return_hidden: bool = False) -> jax.Array:
+               return_hidden: bool = False,
+               positions_BS: Optional[jax.Array] = None) -> jax.Array:
     """Teacher-forced pass over embedded inputs -> logits [batch, S, vocab] float32.
 
     `self_prefixes` / `cross_prefixes` (one per layer; default: from the `prefix` hook) add
     always-visible key/value prefixes to self- / cross-attention. With `return_hidden` the pass
     stops before the output projection and returns the final hidden states [batch, S, embed]
-    (`project` maps them to the logits).
+    (`project` maps them to the logits). `positions_BS` (RoPE models) are the tokens'
+    positions, by default 0..S-1.
     """
     dtype = self.config.activation_dtype
-    length = embedded_BSD.shape[1]
+    batch, length = embedded_BSD.shape[:2]
     if self_prefixes is None and cross_prefixes is None:
-      self_prefixes, cross_prefixes = self._prefixes(embedded_BSD.shape[0])
+      self_prefixes, cross_prefixes = self._prefixes(batch)
     self_bias = self._self_bias(length, length, 0, self_mask_B1SS, _prefix_length(self_prefixes))
+    if positions_BS is None:
+      positions_BS = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+    positions_BS = self._shift_positions(positions_BS, self_prefixes)
     cross_bias = None
     if cross_mask_B1ST is not None:
       cross_bias = _prepend_columns(mask_to_bias(cross_mask_B1ST, dtype),
@@ -340,9 +399,17 @@ class Decoder(nn.Module):
         y_BSD = layer_inputs_fn(index, y_BSD, 0)
       y_BSD, _ = layer(y_BSD, self_bias, encoded_BTD, cross_bias, deterministic,
                        self_prefix=self_prefixes[index] if self_prefixes else None,
-                       cross_prefix=cross_prefixes[index] if cross_prefixes else None)
+                       cross_prefix=cross_prefixes[index] if cross_prefixes else None,
+                       positions_BS=positions_BS)
     hidden_BSD = self.final_hidden(y_BSD, deterministic)
     return hidden_BSD if return_hidden else self.project(hidden_BSD)
+
+  def _shift_positions(self, positions_BS: jax.Array,
+                       self_prefixes: Optional[Sequence[Optional[KVPrefix]]]) -> jax.Array:
+    """Token positions after self-attention prefixes: +P when they are "shifted" (RoPE)."""
+    if self.prefix_position_bias == "shifted":
+      return positions_BS + _prefix_length(self_prefixes)
+    return positions_BS
 
   def init_cache(self, batch: int, max_length: int, encoded_BTD: Optional[jax.Array] = None,
                  encoder_valid_BT: Optional[jax.Array] = None,
@@ -357,7 +424,7 @@ class Decoder(nn.Module):
       self_prefixes, cross_prefixes = self._prefixes(batch)
     config = self.config
     self_attention = tuple(
-        KVCache.zeros(batch, max_length, config.num_heads, config.head_dim,
+        KVCache.zeros(batch, max_length, config.kv_heads, config.head_dim,
                       config.activation_dtype) for _ in self.layers)
     cross_kv = None
     if self.cross_attention:
@@ -388,6 +455,10 @@ class Decoder(nn.Module):
       old_valid_BQ = jax.lax.dynamic_slice(cache.key_valid_BS, (0, index), (batch, num_new))
       new_valid_BQ = jnp.where(write_mask_BQ, 1, old_valid_BQ)
     key_valid_BS = jax.lax.dynamic_update_slice(cache.key_valid_BS, new_valid_BQ, (0, index))
+    # Each new token's position: its rank among the row's valid cache entries.
+    positions_BQ = jax.lax.dynamic_slice(token_positions(key_valid_BS), (0, index),
+                                         (batch, num_new))
+    positions_BQ = self._shift_positions(positions_BQ, cache.self_prefix)
     query_positions_Q = index + jnp.arange(num_new)
     mask_B1QS = causal_mask(query_positions_Q, jnp.arange(max_length)) & (
         key_valid_BS[:, None, None, :] > 0)
@@ -408,7 +479,7 @@ class Decoder(nn.Module):
           cache_index=index, cross_kv=cross_kv,
           self_prefix=cache.self_prefix[index_layer] if cache.self_prefix else None,
           cross_prefix=cache.cross_prefix[index_layer] if cache.cross_prefix else None,
-          cache_write_mask_BS=write_mask_BQ)
+          cache_write_mask_BS=write_mask_BQ, positions_BS=positions_BQ)
       new_self.append(layer_cache)
     cache = cache.replace(self_attention=tuple(new_self), key_valid_BS=key_valid_BS)
     return self._logits(y_BQD, True), cache

@@ -58,6 +58,16 @@ class BeamOutput(NamedTuple):
   scores_BK: jax.Array
 
 
+EosIds = int | tuple[int, ...]
+
+
+def is_eos(tokens: jax.Array, eos_id: EosIds) -> jax.Array:
+  """bool, tokens' shape: whether each token is the end-of-sequence id (or one of several)."""
+  if isinstance(eos_id, int):
+    return tokens == eos_id
+  return jnp.isin(tokens, jnp.asarray(eos_id, tokens.dtype))
+
+
 def brevity_penalty(length: jax.Array | int, alpha: jax.Array | float) -> jax.Array:
   """T5X / GNMT length normalizer ((5 + length) / 6) ** alpha (1 for alpha = 0)."""
   return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
@@ -191,7 +201,7 @@ class _LoopState(NamedTuple):
 
 
 def _decode_loop(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
-                 start_tokens_B: jax.Array, max_decode_len: int, eos_id: int,
+                 start_tokens_B: jax.Array, max_decode_len: int, eos_id: EosIds,
                  start_step: int | jax.Array, choose: _ChooseFn,
                  rng: jax.Array) -> DecodeOutput:
   """One-sequence-per-row decoding loop shared by greedy and sampling."""
@@ -216,7 +226,7 @@ def _decode_loop(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
         cache=cache,
         tokens_BL=jax.lax.dynamic_update_slice(s.tokens_BL, next_B[:, None], (0, s.i)),
         scores_B=s.scores_B + jnp.where(s.done_B, 0.0, logp_B),
-        done_B=s.done_B | (next_B == eos_id),
+        done_B=s.done_B | is_eos(next_B, eos_id),
         rng=rng)
 
   init = _LoopState(
@@ -246,7 +256,7 @@ def _argmax(logits_BV: jax.Array, key: jax.Array) -> jax.Array:
 
 
 def greedy_decode(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
-                  start_tokens_B: jax.Array, max_decode_len: int, eos_id: int = 1,
+                  start_tokens_B: jax.Array, max_decode_len: int, eos_id: EosIds = 1,
                   start_step: int | jax.Array = 0) -> DecodeOutput:
   """Decodes by taking the most likely token at each step.
 
@@ -269,7 +279,7 @@ def greedy_decode(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
 def sample_decode(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
                   start_tokens_B: jax.Array, max_decode_len: int, rng: jax.Array,
                   temperature: float | jax.Array = 1.0, top_k: int = 0,
-                  top_p: float | jax.Array = 1.0, eos_id: int = 1,
+                  top_p: float | jax.Array = 1.0, eos_id: EosIds = 1,
                   start_step: int | jax.Array = 0) -> DecodeOutput:
   """Decodes by sampling from softmax(logits / temperature), optionally top-k / top-p filtered.
 
@@ -327,7 +337,7 @@ def _check_batch_leading(cache: PyTree, batch: int) -> None:
 
 def beam_search(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
                 start_tokens_B: jax.Array, max_decode_len: int, num_beams: int,
-                alpha: float | jax.Array = 0.6, eos_id: int = 1,
+                alpha: float | jax.Array = 0.6, eos_id: EosIds = 1,
                 start_step: int | jax.Array = 0) -> BeamOutput:
   """Beam search with T5X's brevity penalty, keeping finished hypotheses apart.
 
@@ -388,7 +398,7 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
     cand_tokens_BCL = jnp.take_along_axis(s.live_tokens_BKL, cand_beam_BC[:, :, None], axis=1)
     cand_tokens_BCL = jax.lax.dynamic_update_slice(
         cand_tokens_BCL, cand_token_BC[:, :, None], (0, 0, s.i))
-    is_eos_BC = cand_token_BC == eos_id
+    is_eos_BC = is_eos(cand_token_BC, eos_id)
 
     # Finished: ended candidates among the top num_beams, merged with the old set.
     ends_BK = (is_eos_BC[:, :beams] | (s.i == length - 1)) & (cand_logp_BC[:, :beams] > -jnp.inf)
