@@ -297,6 +297,28 @@ def test_unknown_architecture_and_tensor_are_named(tmp_path):
     gguf_ckpt.gguf_tensors(path)
 
 
+def _assert_parse_matches_gguf_reader(path: pathlib.Path) -> None:
+  """Our container parse gives what `gguf.GGUFReader` gives: metadata, tensor types, shapes, bytes."""
+  reader = gguf.GGUFReader(path)
+  expected = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+  assert gguf_ckpt.gguf_metadata(path) == expected
+  ours = gguf_ckpt._open(path).tensors
+  assert [(t.name, t.tensor_type, t.shape) for t in ours] == [
+      (t.name, t.tensor_type, tuple(t.shape.tolist())) for t in reader.tensors]
+  for mine, theirs in zip(ours, reader.tensors):
+    assert mine.data.dtype == theirs.data.dtype and mine.data.shape == theirs.data.shape
+    np.testing.assert_array_equal(mine.data, theirs.data)
+
+
+def test_container_parse_matches_gguf_reader(tmp_path):
+  rng = np.random.default_rng(6)
+  tree = _source_tree(rng, qwen2=True, tied=False)
+  path = tmp_path / "tiny.gguf"
+  _write_gguf(path, "qwen2", tree, permute_qk=False, rng=rng,
+              extra_tensors={"empty.weight": np.zeros((0,), np.float32)})
+  _assert_parse_matches_gguf_reader(path)
+
+
 def test_is_gguf_checkpoint(tmp_path):
   rng = np.random.default_rng(5)
   path = tmp_path / "tiny.gguf"
@@ -341,4 +363,5 @@ def test_smollm2_file():
                       ("post_attention_layernorm.weight", (576,))):
     assert tensors[layer + name].shape == shape, name
   assert all(np.isfinite(a).all() for a in tensors.values())
+  _assert_parse_matches_gguf_reader(SMOLLM2_GGUF)
   print(f"SmolLM2 GGUF config + tensors read in {elapsed:.1f} s")

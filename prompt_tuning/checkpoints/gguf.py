@@ -24,10 +24,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import mmap
 import os
 import re
-from collections.abc import Callable, Mapping
-from typing import Any
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import ml_dtypes  # noqa: F401  Registers numpy's 'bfloat16' for `restore_dtype`.
 import numpy as np
@@ -161,39 +163,134 @@ def is_gguf_checkpoint(path: PathLike) -> bool:
     return f.read(4) == GGUF_MAGIC
 
 
-@functools.lru_cache(maxsize=2)
-def _cached_reader(path: str, mtime_ns: int, size: int):
+# GGUF metadata value types (gguf.GGUFValueType) -> struct format of a scalar of that type.
+_SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+                   10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+# ggml types numpy holds as plain arrays; every other type is blocks of bytes, one row per
+# leading index (the layout `gguf.quants.dequantize` takes).
+_PLAIN_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I8": np.int8,
+                 "I16": np.int16, "I32": np.int32, "I64": np.int64}
+
+
+class _Tensor(NamedTuple):
+  """One tensor of a GGUF file: `shape` in ggml's order ([in, out] for a projection), `data`
+  a view of the mapped file in numpy's order (bytes per row last for block-quantized types)."""
+  name: str
+  tensor_type: Any  # gguf.GGMLQuantizationType
+  shape: tuple[int, ...]
+  data: np.ndarray
+
+
+class _GGUFFile:
+  """A parsed, memory-mapped `.gguf` file: `metadata` {key: Python value} and `tensors`.
+
+  Parses the container (GGUF v2 / v3, little-endian) directly: `gguf.GGUFReader` builds a
+  numpy view per metadata item, which takes seconds and hundreds of MB for a 100k-token
+  vocabulary; this takes a fraction of a second. The `gguf` package still names the tensor
+  types, sizes their blocks and dequantizes them.
+  """
+
+  def __init__(self, path: str):
+    import gguf  # pylint: disable=g-import-not-at-top  Imported on use: it is slow to import.
+    self.path = path
+    with open(path, "rb") as f:
+      self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    self._offset = 0
+    magic, version = self._read("<4s"), self._read("<I")
+    if magic != GGUF_MAGIC or version not in (2, 3):
+      raise ValueError(f"{path}: GGUF version {version} is not readable here (expected a "
+                       "little-endian version 2 or 3 file).")
+    tensor_count, kv_count = self._read("<Q"), self._read("<Q")
+    self.metadata: dict[str, Any] = {}
+    for _ in range(kv_count):
+      key = self._string()
+      self.metadata[key] = self._value(self._read("<I"))
+    infos = []
+    for _ in range(tensor_count):
+      name = self._string()
+      dims = [self._read("<Q") for _ in range(self._read("<I"))]
+      kind = self._read("<I")
+      if kind not in gguf.GGML_QUANT_SIZES:
+        raise ValueError(f"{path}: tensor {name!r} has ggml type {kind}, unknown to the installed "
+                         "`gguf` package; upgrade `gguf`.")
+      infos.append((name, gguf.GGMLQuantizationType(kind), dims, self._read("<Q")))
+    alignment = int(self.metadata.get("general.alignment", gguf.GGUF_DEFAULT_ALIGNMENT))
+    start = -(-self._offset // alignment) * alignment
+    self.tensors = [self._tensor(gguf, name, kind, dims, start + offset)
+                    for name, kind, dims, offset in infos]
+
+  def _read(self, fmt: str) -> Any:
+    value = struct.unpack_from(fmt, self._map, self._offset)
+    self._offset += struct.calcsize(fmt)
+    return value[0]
+
+  def _string(self) -> str:
+    size = self._read("<Q")
+    text = self._map[self._offset:self._offset + size].decode("utf-8", errors="replace")
+    self._offset += size
+    return text
+
+  def _value(self, kind: int) -> Any:
+    if kind == _STRING:
+      return self._string()
+    if kind == _ARRAY:
+      item_kind, count = self._read("<I"), self._read("<Q")
+      if item_kind in _SCALAR_FORMATS:  # Numbers in one read.
+        dtype = np.dtype(_SCALAR_FORMATS[item_kind])
+        values = np.frombuffer(self._map[self._offset:self._offset + count * dtype.itemsize], dtype)
+        self._offset += values.nbytes
+        return values.tolist()
+      return [self._value(item_kind) for _ in range(count)]
+    if kind not in _SCALAR_FORMATS:
+      raise ValueError(f"{self.path}: unknown GGUF metadata value type {kind}; the file is corrupt.")
+    return self._read(_SCALAR_FORMATS[kind])
+
+  def _tensor(self, gguf: Any, name: str, kind: Any, dims: list[int], offset: int) -> _Tensor:
+    shape = tuple(reversed(dims))  # numpy order: [..., rows, columns].
+    if kind.name in _PLAIN_DTYPES:
+      dtype, numpy_shape = np.dtype(_PLAIN_DTYPES[kind.name]), shape
+    else:
+      block, block_bytes = gguf.GGML_QUANT_SIZES[kind]
+      dtype, numpy_shape = np.dtype(np.uint8), shape[:-1] + (shape[-1] // block * block_bytes,)
+    count = math.prod(numpy_shape)
+    if offset + count * dtype.itemsize > len(self._map):
+      raise ValueError(f"{self.path}: tensor {name!r} runs past the end of the file; the file "
+                       "is truncated.")
+    data = (np.frombuffer(self._map, dtype, count, offset) if count else np.zeros(0, dtype))
+    data = data.reshape(numpy_shape)
+    return _Tensor(name, kind, tuple(dims), data)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_file(path: str, mtime_ns: int, size: int) -> _GGUFFile:
   del mtime_ns, size  # Part of the cache key only: a rewritten file is read again.
-  import gguf  # pylint: disable=g-import-not-at-top  Imported on use: it is slow to import.
-  return gguf.GGUFReader(path, "r")
+  return _GGUFFile(path)
 
 
-def _reader(path: PathLike):
-  """The file's memory-mapped `gguf.GGUFReader`, shared by the readers below (parsing a large
-  vocabulary's metadata takes seconds)."""
+def _open(path: PathLike) -> _GGUFFile:
+  """The parsed file, shared by the readers below (config, tensors and tokenizer read it once)."""
   path = os.fspath(path)
   if not is_gguf_checkpoint(path):
     raise ValueError(f"{path} is not a GGUF file: expected a `.gguf` file starting with b'GGUF'.")
   stat = os.stat(path)
-  reader = _cached_reader(os.path.realpath(path), stat.st_mtime_ns, stat.st_size)
-  if "split.count" in reader.fields and reader.fields["split.count"].contents() > 1:
+  file = _cached_file(os.path.realpath(path), stat.st_mtime_ns, stat.st_size)
+  if file.metadata.get("split.count", 1) > 1:
     raise ValueError(
         f"{path} is one shard of a split GGUF; merge the shards into one file first "
         "(llama.cpp: `llama-gguf-split --merge FIRST_SHARD OUT.gguf`).")
-  return reader
+  return file
 
 
-def gguf_metadata(path: PathLike, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+def gguf_metadata(path: PathLike, keys: Sequence[str] | None = None) -> dict[str, Any]:
   """The file's metadata as Python values (str, int, float, bool, or lists of them).
 
   Args:
     path: a `.gguf` file.
-    keys: the keys to read (absent ones are left out); all of them when None. Reading only the
-      keys needed skips converting large arrays such as `tokenizer.ggml.merges`.
+    keys: the keys wanted (absent ones are left out); all of them when None.
   """
-  fields = _reader(path).fields
-  names = fields.keys() if keys is None else [k for k in keys if k in fields]
-  return {name: fields[name].contents() for name in names}
+  metadata = _open(path).metadata
+  return dict(metadata) if keys is None else {k: metadata[k] for k in keys if k in metadata}
 
 
 def _architecture(metadata: Mapping[str, Any], path: PathLike) -> tuple[str, str]:
@@ -212,8 +309,8 @@ def _architecture(metadata: Mapping[str, Any], path: PathLike) -> tuple[str, str
   return arch, arch
 
 
-def _tensor_infos(path: PathLike) -> dict[str, Any]:
-  return {t.name: t for t in _reader(path).tensors}
+def _tensor_infos(path: PathLike) -> dict[str, _Tensor]:
+  return {t.name: t for t in _open(path).tensors}
 
 
 def _llama3_rope_factors(inv_freq: np.ndarray, low: float, high: float, context: float,
@@ -261,7 +358,7 @@ def _rope_scaling_from_freqs(factors: np.ndarray, rope_theta: float, rotary_dim:
       "Llama 3 rope scaling; this file's RoPE cannot be expressed as a Hugging Face config.")
 
 
-def _rope_scaling(metadata: Mapping[str, Any], arch: str) -> dict[str, Any] | None:
+def _rope_scaling(metadata: Mapping[str, Any], arch: str, path: PathLike) -> dict[str, Any] | None:
   """Hugging Face `rope_scaling` from the `<arch>.rope.scaling.*` metadata, if any."""
   kind = metadata.get(f"{arch}.rope.scaling.type")
   factor = metadata.get(f"{arch}.rope.scaling.factor")
@@ -274,7 +371,8 @@ def _rope_scaling(metadata: Mapping[str, Any], arch: str) -> dict[str, Any] | No
   if original is not None:
     scaling["original_max_position_embeddings"] = int(original)
   if kind not in ("linear", "yarn"):
-    raise ValueError(f"GGUF rope scaling type {kind!r} is not supported; supported: linear, yarn.")
+    raise ValueError(f"{os.fspath(path)}: GGUF rope scaling type {kind!r} is not supported; "
+                     "supported: linear, yarn.")
   return scaling
 
 
@@ -289,29 +387,30 @@ def gguf_config(path: PathLike) -> dict[str, Any]:
   `eos_token_id`, `pad_token_id` (None when the file has none), plus the family's constants
   (`hidden_act`, ...). Raises ValueError for an architecture this module has no table for.
   """
-  metadata = gguf_metadata(path, _config_keys(path))
+  metadata = _open(path).metadata
   arch, family = _architecture(metadata, path)
   table = _ARCHITECTURES[family]
   config: dict[str, Any] = {"model_type": table.model_type, "architectures": [table.hf_class]}
   for hf_key, gguf_key in table.config_keys.items():
     config[hf_key] = metadata.get(f"{arch}.{gguf_key}")
-  missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads") if config[k] is None]
+  required = ("hidden_size", "num_hidden_layers", "num_attention_heads")
+  missing = [f"{arch}.{table.config_keys[k]}" for k in required if config[k] is None]
   if missing:
-    raise ValueError(f"{os.fspath(path)}: GGUF metadata lacks {[table.config_keys[k] for k in missing]} "
-                     f"under '{arch}.'; the file is incomplete.")
+    raise ValueError(f"{os.fspath(path)}: GGUF metadata lacks {missing}; the file is incomplete.")
   if config.get("num_key_value_heads") is None:
     config["num_key_value_heads"] = config["num_attention_heads"]
   if "rope_theta" in config and config["rope_theta"] is None:
     config["rope_theta"] = 10000.0
   key_length = metadata.get(f"{arch}.attention.key_length")
-  config["head_dim"] = int(key_length) if key_length else config["hidden_size"] // config["num_attention_heads"]
+  config["head_dim"] = (int(key_length) if key_length
+                        else config["hidden_size"] // config["num_attention_heads"])
 
   tensors = _tensor_infos(path)
   if "token_embd.weight" not in tensors:
     raise ValueError(f"{os.fspath(path)}: no token_embd.weight tensor; the file is incomplete.")
   config["vocab_size"] = int(tensors["token_embd.weight"].shape[-1])  # ggml order: [embed, vocab].
   config["tie_word_embeddings"] = "output.weight" not in tensors
-  config["rope_scaling"] = _rope_scaling(metadata, arch)
+  config["rope_scaling"] = _rope_scaling(metadata, arch, path)
   if "rope_freqs.weight" in tensors and config["rope_scaling"] is None:
     rotary_dim = int(metadata.get(f"{arch}.rope.dimension_count") or config["head_dim"])
     factors = _dequantized(tensors["rope_freqs.weight"])
@@ -325,25 +424,17 @@ def gguf_config(path: PathLike) -> dict[str, Any]:
   return config
 
 
-def _config_keys(path: PathLike) -> tuple[str, ...]:
-  """The metadata keys `gguf_config` reads (every key but the tokenizer's large arrays)."""
-  skip = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.scores",
-          "tokenizer.ggml.token_type", "tokenizer.chat_template")
-  return tuple(k for k in _reader(path).fields if k not in skip)
-
-
-def _dequantized(tensor: Any) -> np.ndarray:
+def _dequantized(tensor: _Tensor) -> np.ndarray:
   """One tensor as a fresh float32 array in numpy order (ggml's dims reversed)."""
   from gguf import quants  # pylint: disable=g-import-not-at-top
-  data = np.asarray(tensor.data)  # A plain view: slicing a np.memmap is several times slower.
+  data = tensor.data
   try:
     array = quants.dequantize(data, tensor.tensor_type)
   except NotImplementedError as e:
     raise ValueError(
         f"tensor {tensor.name!r} has type {tensor.tensor_type.name}, which the installed `gguf` "
         "package cannot dequantize; upgrade `gguf` or re-quantize the file.") from e
-  shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
-  array = np.asarray(array, np.float32).reshape(shape)
+  array = np.asarray(array, np.float32).reshape(tuple(reversed(tensor.shape)))
   if np.shares_memory(array, data):  # F32 comes back as a view of the mapped file.
     array = array.copy()
   return array
@@ -394,7 +485,7 @@ def gguf_tensors(path: PathLike, restore_dtype: Any = None) -> dict[str, np.ndar
   _, family = _architecture(gguf_metadata(path, ("general.architecture", "general.name")), path)
   table = _ARCHITECTURES[family]
   out: dict[str, np.ndarray] = {}
-  for tensor in _reader(path).tensors:
+  for tensor in _open(path).tensors:
     name = hf_tensor_name(tensor.name, family, path)
     if name is None:
       continue
