@@ -149,6 +149,10 @@ def test_tokenizer_json_directory(tmp_path):
       {"bos_token_id": ids["<|bos|>"], "eos_token_id": [ids["<|eos|>"], ids["<|pad|>"]]}))
   from_file = TokenizerVocabulary.from_tokenizer_json(tmp_path / "tokenizer.json")
   assert (from_file.bos_id, from_file.eos_id, from_file.pad_id) == (ids["<|bos|>"], ids["<|eos|>"], None)
+  # An explicit null in tokenizer_config.json (Qwen2's BOS) wins over generation_config.json.
+  (tmp_path / "tokenizer_config.json").write_text(json.dumps({"bos_token": None}))
+  no_bos = TokenizerVocabulary.from_tokenizer_json(tmp_path)
+  assert (no_bos.bos_id, no_bos.eos_id) == (None, ids["<|eos|>"])
 
 
 def test_byte_level_gguf_matches_transformers(tmp_path):
@@ -156,6 +160,12 @@ def test_byte_level_gguf_matches_transformers(tmp_path):
   _assert_ids(vocab, _golden("byte_bpe"))
   assert vocab.eos_id == vocab.token_to_id("<|eos|>") and vocab.pad_id is None
   assert not vocab.add_bos  # The file says nothing; llama.cpp's default for "gpt-2".
+
+
+@pytest.mark.parametrize("pre", ["llama-bpe", "qwen2", "tekken"])
+def test_byte_level_gguf_pre_tokenizers_match_transformers(tmp_path, pre):
+  vocab = TokenizerVocabulary.from_gguf(_byte_level_gguf(tmp_path / "bpe.gguf", pre))
+  _assert_ids(vocab, _golden("byte_bpe", f"transformers_gguf_{pre}"))
 
 
 def test_gguf_pre_tokenizers(tmp_path):
@@ -174,6 +184,9 @@ def test_gguf_pre_tokenizers(tmp_path):
 
   with pytest.raises(ValueError, match="pre-tokenizer 'mystery'"):
     TokenizerVocabulary.from_gguf(_byte_level_gguf(tmp_path / "m.gguf", "mystery")).encode(text)
+  unigram = _write_tokenizer_gguf(tmp_path / "t5.gguf", "t5", ["<pad>", "a"], [3, 1], scores=[0, -1])
+  with pytest.raises(ValueError, match="tokenizer model 't5'"):
+    TokenizerVocabulary.from_gguf(unigram).encode(text)
 
 
 @pytest.mark.parametrize("source", ["sp_gguf", "byte_json", "byte_gguf"])

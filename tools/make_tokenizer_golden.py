@@ -11,7 +11,9 @@ Writes:
   byte_bpe/                a tiny byte-level BPE tokenizer.json trained here with `tokenizers`
                            (post-processor prepends <|bos|>), with tokenizer_config.json.
   byte_bpe_ids.json        {"transformers": {text: ids}}: ids from transformers'
-                           PreTrainedTokenizerFast (add_special_tokens=False).
+                           PreTrainedTokenizerFast (add_special_tokens=False); and
+                           "transformers_gguf_<pre>": the same vocabulary written as a GGUF `gpt2`
+                           tokenizer with `tokenizer.ggml.pre = <pre>`, loaded by transformers.
   smollm2_gguf_ids.json    {"transformers": {text: ids}, "transformers_gguf_loader": {...}}: ids
                            of SmolLM2-135M-Instruct's GGUF tokenizer as transformers loads it
                            (`AutoTokenizer.from_pretrained(folder, gguf_file=...)`), with the
@@ -36,7 +38,9 @@ import os
 import pathlib
 import random
 import shutil
+import tempfile
 
+import gguf
 import sentencepiece as spm
 import tokenizers
 import transformers
@@ -72,6 +76,9 @@ TEXTS = [
     "https://example.com/path?query=1&b=2#frag",
     "ALL CAPS AND lowercase and MiXeD CaSe",
 ]
+# `tokenizer.ggml.pre` values whose split transformers' GGUF loader applies (Llama 3, Qwen2,
+# Mistral Nemo's tekken); "smollm" is checked against SmolLM2 itself (see smollm2_gguf_ids.json).
+GGUF_PRE_TOKENIZERS = ("llama-bpe", "qwen2", "tekken")
 # Texts with special-token text, per tokenizer.
 SPECIAL_TEXTS = {
     "sp_bpe": ["<s> and </s> <unk>", "x</s>  y"],
@@ -159,8 +166,37 @@ def make_byte_level_bpe(folder: pathlib.Path) -> None:
 
   reference = transformers.PreTrainedTokenizerFast(tokenizer_file=str(out / "tokenizer.json"))
   texts = TEXTS + SPECIAL_TEXTS["byte_bpe"]
-  _write_json(folder / "byte_bpe_ids.json", {
-      "transformers": {t: reference.encode(t, add_special_tokens=False) for t in texts}})
+  golden = {"transformers": {t: reference.encode(t, add_special_tokens=False) for t in texts}}
+  # The same vocabulary as a GGUF `gpt2` tokenizer under other families' pre-tokenizer splits,
+  # loaded by transformers' GGUF loader (which applies these `tokenizer.ggml.pre` splits).
+  with tempfile.TemporaryDirectory() as scratch:
+    for pre in GGUF_PRE_TOKENIZERS:
+      name = f"{pre}.gguf"
+      _write_byte_level_gguf(pathlib.Path(scratch) / name, tokenizer, pre)
+      loaded = transformers.AutoTokenizer.from_pretrained(scratch, gguf_file=name)
+      golden[f"transformers_gguf_{pre}"] = {t: loaded.encode(t, add_special_tokens=False)
+                                            for t in TEXTS}
+  _write_json(folder / "byte_bpe_ids.json", golden)
+
+
+def _write_byte_level_gguf(path: pathlib.Path, tokenizer: tokenizers.Tokenizer, pre: str) -> None:
+  """A GGUF holding only `tokenizer` as a llama.cpp `gpt2` vocabulary (tokens, merges, types)."""
+  spec = json.loads(tokenizer.to_str())
+  vocab = spec["model"]["vocab"]
+  tokens = sorted(vocab, key=vocab.get)
+  special = {t["content"] for t in spec["added_tokens"] if t["special"]}
+  writer = gguf.GGUFWriter(path, "llama")
+  writer.add_tokenizer_model("gpt2")
+  writer.add_tokenizer_pre(pre)
+  writer.add_token_list(tokens)
+  writer.add_token_types([gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL
+                          for t in tokens])
+  writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]])
+  writer.add_eos_token_id(vocab["<|eos|>"])
+  writer.write_header_to_file()
+  writer.write_kv_data_to_file()
+  writer.write_tensors_to_file()
+  writer.close()
 
 
 def make_smollm2(folder: pathlib.Path) -> None:

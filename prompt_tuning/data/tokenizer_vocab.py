@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -222,12 +223,17 @@ def _read_json(path: pathlib.Path) -> dict[str, Any]:
 def _special_id(tokenizer: tokenizers.Tokenizer, configs: Mapping[str, Mapping[str, Any]],
                 name: str) -> int | None:
   """The id of special token `name` ("bos", "eos", "pad", "unk") from the files next to
-  tokenizer.json: the token text in tokenizer_config.json / special_tokens_map.json, else the
-  id in generation_config.json / config.json (the first, where a list)."""
+  tokenizer.json: the token text in tokenizer_config.json / special_tokens_map.json (an explicit
+  null means none, as Qwen2's BOS), else the id in generation_config.json / config.json (the
+  first, where a list)."""
   for file in ("tokenizer_config.json", "special_tokens_map.json"):
-    token = configs[file].get(f"{name}_token")
+    if f"{name}_token" not in configs[file]:
+      continue
+    token = configs[file][f"{name}_token"]
     if isinstance(token, dict):
       token = token.get("content")
+    if token is None:
+      return None
     if isinstance(token, str) and tokenizer.token_to_id(token) is not None:
       return tokenizer.token_to_id(token)
   for file in ("generation_config.json", "config.json"):
@@ -273,6 +279,7 @@ def _load_tokenizer_json(path: str) -> _Loaded:
 
 
 _LOADERS = {"gguf": _load_gguf, "tokenizer_json": _load_tokenizer_json}
+_BUILD_LOCK = threading.Lock()
 
 
 class TokenizerVocabulary(seqio.Vocabulary):
@@ -313,7 +320,9 @@ class TokenizerVocabulary(seqio.Vocabulary):
   @property
   def _state(self) -> _Loaded:
     if self._loaded is None:
-      self._loaded = _LOADERS[self._kind](self._source)
+      with _BUILD_LOCK:  # tf.data may call the first encode from several threads at once.
+        if self._loaded is None:
+          self._loaded = _LOADERS[self._kind](self._source)
     return self._loaded
 
   @property
@@ -420,7 +429,8 @@ class TokenizerVocabulary(seqio.Vocabulary):
     return hash((TokenizerVocabulary, self._kind, self._source))
 
   def __repr__(self) -> str:
-    return f"TokenizerVocabulary.{'from_gguf' if self._kind == 'gguf' else 'from_tokenizer_json'}({self._source!r})"
+    constructor = "from_gguf" if self._kind == "gguf" else "from_tokenizer_json"
+    return f"TokenizerVocabulary.{constructor}({self._source!r})"
 
   __str__ = __repr__
 
