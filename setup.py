@@ -20,6 +20,8 @@ INSTALL_REQUIRES = [
     "absl-py>=2.0",
     "msgpack>=1.0",
     "safetensors>=0.4",
+    "gguf>=0.17",
+    "tokenizers>=0.20",
     "scipy>=1.11",
     "scikit-learn>=1.3",
 ]
