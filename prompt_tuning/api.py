@@ -54,6 +54,10 @@ def _dummy_inputs(config: ModelConfig) -> tuple[jax.Array, ...]:
   return (tokens, tokens)
 
 
+class ModelConfigError(ValueError):
+  """No usable model architecture: neither the gin files nor the checkpoint give one."""
+
+
 def _pad_rows(rows: Sequence[Sequence[int]], pad_id: int,
               left: bool = False) -> tuple[np.ndarray, np.ndarray]:
   """Token rows -> (tokens int32 [B, T], mask int32 [B, T]), padded right (or left)."""
@@ -514,11 +518,14 @@ def model_configs(gin_files: Sequence[str], bindings: Sequence[str] = (),
 def checkpoint_model_config(checkpoint: Optional[str], bindings: Sequence[str] = ()) -> ModelConfig:
   """The model config a checkpoint carries (Hugging Face config.json, GGUF metadata), with
   ACTIVATION_DTYPE / DROPOUT_RATE / REMAT_POLICY overrides from `bindings` (parsed gin)."""
-  config = None if checkpoint is None else checkpoints.config_from_checkpoint(checkpoint)
+  try:
+    config = None if checkpoint is None else checkpoints.config_from_checkpoint(checkpoint)
+  except ValueError as error:
+    raise ModelConfigError(f"cannot read a model config from {checkpoint}: {error}") from error
   if config is None:
     where = f"the checkpoint {checkpoint} (T5X / orbax) carries no model config" if checkpoint \
         else "no checkpoint was given"
-    raise ValueError(
+    raise ModelConfigError(
         f"no model architecture: the gin files describe none and {where}. Add a model gin file "
         "(e.g. 'models/t5_1_1_base.gin'), or give a Hugging Face directory or a .gguf file.")
   overrides = {}

@@ -23,7 +23,7 @@ from absl import app, flags
 _USER_ERROR_NAMES = (
     "GinConfigError", "CheckpointMismatchError", "TaskNotFoundError", "ModelDirError",
     "NonFiniteLossError", "TrainStepsError", "NothingToTrainError", "PromptFileError",
-    "UnknownLogicalAxisError", "FileTaskError", "UsageError")
+    "UnknownLogicalAxisError", "FileTaskError", "UsageError", "ModelConfigError")
 
 FLAGS = flags.FLAGS
 
@@ -126,7 +126,12 @@ def _configured_call(command: Callable[..., Any]) -> Any:
     import seqio
     seqio.set_tfds_data_dir_override(FLAGS.tfds_data_dir)
   gin_utils.parse_gin_config(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
-  config = gin_utils.call_configured(model_config.T5Config)
+  if gin_utils.binds_model_config():
+    config = gin_utils.call_configured(model_config.ModelConfig)
+  else:  # No models/*.gin: the architecture and sizes come from the checkpoint (HF dir, GGUF).
+    checkpoint = (gin_utils.macro_value("INITIAL_CHECKPOINT_PATH") or
+                  gin_utils.macro_value("CHECKPOINT_PATH"))
+    config = api.checkpoint_model_config(checkpoint, FLAGS.gin_bindings)
   prompt_config = api._prompt_config_from_gin()
   kwargs: dict[str, Any] = dict(model_config=config, prompt_config=prompt_config)
   if "config_text" in getattr(command, "__code__").co_varnames:

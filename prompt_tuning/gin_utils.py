@@ -130,7 +130,10 @@ def call_configured(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def binds_model_config() -> bool:
   """Whether the parsed gin files bind the model config (a models/*.gin was included)."""
   from prompt_tuning.models import config as model_config  # Local: keeps gin parsing light.
-  return bool(gin.get_bindings(model_config.ModelConfig))
+  try:
+    return bool(gin.get_bindings(model_config.ModelConfig))
+  except ValueError:  # No gin file registered it.
+    return False
 
 
 _MACRO_BINDING = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=")
@@ -145,6 +148,14 @@ def bound_macros(names: Iterable[str], bindings: Sequence[str]) -> dict[str, Any
     if match and match.group(1) in wanted:
       found[match.group(1)] = gin.query_parameter(f"%{match.group(1)}")
   return found
+
+
+def macro_value(name: str, default: Any = None) -> Any:
+  """The value gin binds to macro `name`, or `default` when it is not bound."""
+  try:
+    return gin.query_parameter(f"%{name}")
+  except ValueError:
+    return default
 
 
 def operative_config_str() -> str:

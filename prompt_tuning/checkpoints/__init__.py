@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Optional
 
-from prompt_tuning.checkpoints import huggingface, orbax, t5x
+from prompt_tuning.checkpoints import gguf, huggingface, orbax, t5x
 from prompt_tuning.checkpoints.restore import CheckpointMismatchError, match_params
 from prompt_tuning.models.config import ModelConfig
 
@@ -16,7 +16,7 @@ def checkpoint_format(path: str | os.PathLike) -> str:
   path = os.fspath(path)
   if huggingface.is_hf_checkpoint(path):
     return "huggingface"
-  if path.endswith(".gguf") and os.path.isfile(path):
+  if gguf.is_gguf_checkpoint(path):
     return "gguf"
   if t5x.is_t5x_checkpoint(path):
     return "t5x"
@@ -36,7 +36,6 @@ def config_from_checkpoint(path: str | os.PathLike) -> Optional[ModelConfig]:
   if kind == "huggingface":
     return huggingface.config_from_hf(path)
   if kind == "gguf":
-    from prompt_tuning.checkpoints import gguf  # Local: the gguf reader is only needed here.
     return huggingface.config_from_hf(gguf.gguf_config(path))
   return None
 
@@ -53,7 +52,6 @@ def load_params(path: str | os.PathLike, expected: Mapping[str, Any], config: An
   if kind == "huggingface":
     loaded = huggingface.load_hf_params(path, config=config, restore_dtype=restore_dtype)
   elif kind == "gguf":
-    from prompt_tuning.checkpoints import gguf  # Local: the gguf reader is only needed here.
     if config is None:
       config = huggingface.config_from_hf(gguf.gguf_config(path))
     tensors = gguf.gguf_tensors(path, restore_dtype=restore_dtype)

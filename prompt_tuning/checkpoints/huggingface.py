@@ -75,7 +75,7 @@ def config_from_hf(hf_config: Mapping[str, Any] | PathLike | Any) -> ModelConfig
 
 
 def hf_config_from_config(config: ModelConfig) -> dict[str, Any]:
-  """The `config.json` contents of the Hugging Face model equal to `config` (T5 only)."""
+  """The `config.json` contents of the Hugging Face model equal to `config`."""
   family = families.for_config(config)
   if family.hf_config_from_config is None:
     raise ValueError(f"exporting a {family.name} config to Hugging Face is not supported.")
@@ -231,9 +231,10 @@ def hf_state_dict_from_params(params: Mapping[str, Any],
   return state
 
 
-def save_hf_t5_checkpoint(params: Mapping[str, Any], config: ModelConfig,
-                          directory: PathLike) -> None:
-  """Writes config.json and model.safetensors that `T5ForConditionalGeneration` loads."""
+def save_hf_checkpoint(params: Mapping[str, Any], config: ModelConfig,
+                       directory: PathLike) -> None:
+  """Writes config.json and model.safetensors that transformers loads (e.g.
+  `T5ForConditionalGeneration`, `LlamaForCausalLM`)."""
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   with open(directory / CONFIG_FILE, "w", encoding="utf-8") as f:
@@ -241,3 +242,6 @@ def save_hf_t5_checkpoint(params: Mapping[str, Any], config: ModelConfig,
   safetensors.numpy.save_file(
       hf_state_dict_from_params(params, config), str(directory / SAFETENSORS_FILE),
       metadata={"format": "pt"})
+
+
+save_hf_t5_checkpoint = save_hf_checkpoint  # The name older code calls.

@@ -105,3 +105,83 @@ class PromptDecoderFeatureConverter(_PromptAwareLengths, seqio.DecoderFeatureCon
                      **kwargs)
     self._init_prompt(prompt_length, seqio.DecoderFeatureConverter(
         loss_on_targets_only=loss_on_targets_only, pack=pack, **kwargs))
+
+
+class CausalLMTextConverter(seqio.FeatureConverter):
+  """Inputs + targets as one causal-LM sequence, for the decoder-only LLM families.
+
+  Each example becomes the token sequence [BOS] + inputs + targets (BOS only when the model's
+  tokenizer adds one; targets usually end with EOS), and the model features:
+    decoder_input_tokens:   sequence[:-1]
+    decoder_target_tokens:  sequence[1:] (the next token at every position)
+    decoder_loss_weights:   1 where the next token is a target token (loss on targets only)
+    decoder_attention_mask: 1 on real positions, 0 on padding
+  all of length inputs + targets (trimmed at the end, then padded). Attention is plainly causal
+  (no fully visible inputs prefix, unlike T5X's prefix LM), padding is the mask (token id 0 is a
+  real token for these vocabularies), and a row's generation prompt is its real positions up to
+  the first weighted one. Without an `inputs` length the task is plain language modelling.
+  """
+
+  TASK_FEATURES = {"targets": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)}
+  MODEL_FEATURES = {
+      name: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)
+      for name in ("decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
+                   "decoder_attention_mask")}
+  PACKING_FEATURE_DTYPES = {}
+
+  def __init__(self, bos_id: int | None = None, pack: bool = False, **kwargs: Any) -> None:
+    if pack:
+      raise ValueError("packing is not supported for causal-LM features; pass pack=False.")
+    super().__init__(pack=False, **kwargs)
+    self._bos_id = bos_id
+
+  def __call__(self, ds: tf.data.Dataset,
+               task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+    features = {"targets": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)}
+    if "inputs" in task_feature_lengths:
+      features["inputs"] = seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)
+    self.TASK_FEATURES = features  # Instance-level: inputs are optional (seqio checks exactly).
+    return super().__call__(ds, task_feature_lengths)
+
+  def _model_length(self, task_feature_lengths: Mapping[str, int]) -> int:
+    return int(task_feature_lengths.get("inputs", 0)) + int(task_feature_lengths["targets"])
+
+  def _convert_features(self, ds: tf.data.Dataset,
+                        task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+    length = self._model_length(task_feature_lengths)
+    bos = [] if self._bos_id is None else [self._bos_id]
+
+    def convert(example: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+      inputs = example.get("inputs", tf.zeros([0], tf.int32))
+      head = tf.concat([tf.constant(bos, tf.int32), tf.cast(inputs, tf.int32)], axis=0)
+      sequence = tf.concat([head, tf.cast(example["targets"], tf.int32)], axis=0)
+      positions = tf.range(tf.size(sequence) - 1)
+      features = {
+          "decoder_input_tokens": sequence[:-1],
+          "decoder_target_tokens": sequence[1:],
+          "decoder_loss_weights": tf.cast(positions >= tf.size(head) - 1, tf.int32),
+          "decoder_attention_mask": tf.ones_like(positions, tf.int32),
+      }
+      return {name: tf.pad(value[:length], [[0, tf.maximum(length - tf.size(value), 0)]])
+              for name, value in features.items()}
+
+    return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
+    length = self._model_length(task_feature_lengths)
+    return {name: length for name in self.MODEL_FEATURES}
+
+
+class PromptCausalLMFeatureConverter(_PromptAwareLengths, CausalLMTextConverter):
+  """`CausalLMTextConverter` for a model with a P-token prompt (model lengths + P)."""
+
+  _PROMPT_FEATURES = None
+
+  def __init__(self, prompt_length: int = 0, bos_id: int | None = None, pack: bool = False,
+               **kwargs: Any) -> None:
+    _check_prompt_length(prompt_length, pack)
+    CausalLMTextConverter.__init__(self, bos_id=bos_id, pack=pack, **kwargs)
+    self._init_prompt(prompt_length, CausalLMTextConverter(bos_id=bos_id, pack=pack, **kwargs))
+
+  def get_text_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
+    return self._text_converter.get_model_feature_lengths(task_feature_lengths)

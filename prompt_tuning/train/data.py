@@ -82,12 +82,34 @@ def get_mixture_or_task(name: str, module: Optional[str] = None) -> seqio.Task |
   return seqio.get_mixture_or_task(name)
 
 
-def feature_converter(architecture: str, prompt_length: int = 0,
-                      pack: bool = False) -> seqio.FeatureConverter:
-  """The prompt-aware seqio converter of the model's architecture."""
+def feature_converter(model: Any, prompt_length: int = 0, pack: bool = False, *,
+                      task: Optional[str] = None,
+                      module: Optional[str] = None) -> seqio.FeatureConverter:
+  """The prompt-aware seqio converter for a model (its `ModelConfig`, or an architecture name).
+
+  T5 family: seqio's encoder-decoder / prefix-LM decoder features (token 0 is padding).
+  Decoder-only LLM families: causal-LM features with an attention mask, starting with BOS
+  when the `task`'s vocabulary adds one.
+  """
+  architecture = model if isinstance(model, str) else model.architecture
   if architecture == "decoder_only":
-    return feature_converters.PromptDecoderFeatureConverter(prompt_length=prompt_length, pack=pack)
+    if isinstance(model, str) or model.zero_is_padding:
+      return feature_converters.PromptDecoderFeatureConverter(prompt_length=prompt_length,
+                                                              pack=pack)
+    return feature_converters.PromptCausalLMFeatureConverter(
+        prompt_length=prompt_length, bos_id=task_bos_id(task, module), pack=pack)
   return feature_converters.PromptEncDecFeatureConverter(prompt_length=prompt_length, pack=pack)
+
+
+def task_bos_id(task: Optional[str], module: Optional[str] = None) -> Optional[int]:
+  """The BOS id the task's target vocabulary starts texts with (None: it adds none)."""
+  if task is None:
+    return None
+  from prompt_tuning.data import model_vocab  # Local: tokenizers are needed only here.
+  mixture = get_mixture_or_task(task, module)
+  tasks = mixture.tasks if isinstance(mixture, seqio.Mixture) else [mixture]
+  vocabulary = tasks[0].output_features["targets"].vocabulary
+  return int(vocabulary.bos_id) if model_vocab.adds_bos(vocabulary) else None
 
 
 def local_batch_size(global_batch_size: int, num_shards: Optional[int] = None) -> int:

@@ -90,15 +90,18 @@ def _enumerated(fn: Callable[[Any, tf.data.Dataset], list]) -> Callable:
 class Evaluation:
   """Metrics of the tasks of a mixture (or one task) on one split."""
 
-  def __init__(self, dataset_config: data.DatasetConfig, fns: ModelFns, architecture: str,
+  def __init__(self, dataset_config: data.DatasetConfig, fns: ModelFns, model: Any,
                prompt_length: int, log_dir: Optional[str] = None):
+    """`model`: the model's `ModelConfig` (or its architecture name), for the features."""
     data.get_mixture_or_task(dataset_config.mixture_or_task_name, dataset_config.module)
     loggers = (seqio.JSONLogger,) if log_dir and jax.process_index() == 0 else ()
     if loggers:
       os.makedirs(log_dir, exist_ok=True)
     self._evaluator = seqio.Evaluator(
         dataset_config.mixture_or_task_name,
-        feature_converter=data.feature_converter(architecture, prompt_length),
+        feature_converter=data.feature_converter(
+            model, prompt_length, task=dataset_config.mixture_or_task_name,
+            module=dataset_config.module),
         eval_split=dataset_config.split, use_cached=dataset_config.use_cached,
         seed=dataset_config.seed, sequence_length=dict(dataset_config.task_feature_lengths),
         num_examples=dataset_config.num_examples, logger_cls=loggers, log_dir=log_dir,
@@ -120,12 +123,14 @@ class Evaluation:
 
 
 def infer_to_jsonl(params: Any, fns: ModelFns, dataset_config: data.DatasetConfig,
-                   architecture: str, prompt_length: int, output_dir: str) -> dict[str, str]:
+                   model: Any, prompt_length: int, output_dir: str) -> dict[str, str]:
   """Decodes every example of each task's split; writes `<task>-<split>.jsonl`; returns paths."""
   written = {}
   mixture = data.get_mixture_or_task(dataset_config.mixture_or_task_name, dataset_config.module)
   tasks = mixture.tasks if isinstance(mixture, seqio.Mixture) else [mixture]
-  converter = data.feature_converter(architecture, prompt_length)
+  converter = data.feature_converter(model, prompt_length,
+                                     task=dataset_config.mixture_or_task_name,
+                                     module=dataset_config.module)
   for task in tasks:
     lengths = dict(dataset_config.task_feature_lengths)
     raw = task.get_dataset(sequence_length=lengths, split=dataset_config.split, shuffle=False,

@@ -58,7 +58,7 @@ def evaluate(*,
                                trained_checkpoint_path, restore_dtype, frozen_dtype,
                                num_partitions, decode_config, dataset_cfg.batch_size)
   step = model_setup.checkpoint_step(checkpoint_path)
-  evaluator = evaluation.Evaluation(dataset_cfg, fns, model_config.architecture, run.prompt_length,
+  evaluator = evaluation.Evaluation(dataset_cfg, fns, model_config, run.prompt_length,
                                     log_dir=os.path.join(output_dir, "inference_eval"))
   results = evaluator.evaluate(params, step)
   if jax.process_index() == 0:
@@ -91,7 +91,7 @@ def infer(*,
   run, params, fns = _prepared(model_config, prompt_config, checkpoint_path, prompt_file,
                                trained_checkpoint_path, restore_dtype, frozen_dtype,
                                num_partitions, decode_config, dataset_cfg.batch_size)
-  written = evaluation.infer_to_jsonl(params, fns, dataset_cfg, model_config.architecture,
+  written = evaluation.infer_to_jsonl(params, fns, dataset_cfg, model_config,
                                       run.prompt_length, output_dir)
   if jax.process_index() == 0:
     for task, path in written.items():

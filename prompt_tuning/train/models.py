@@ -69,6 +69,8 @@ def _teacher_forced(module: nn.Module, params: Any, batch: Batch,
   common = dict(decoder_target_tokens=batch["decoder_target_tokens"],
                 enable_dropout=dropout_rng is not None, return_hidden=return_hidden)
   if is_decoder_only(module):
+    if "decoder_attention_mask" in batch:  # Causal-LM features (LLM families).
+      common["decoder_attention_mask"] = batch["decoder_attention_mask"]
     return module.apply({"params": params}, batch["decoder_input_tokens"],
                         decoder_causal_attention=batch.get("decoder_causal_attention"),
                         rngs=rngs, **common)
@@ -124,16 +126,30 @@ def score_batch(module: nn.Module, params: Any, batch: Batch) -> jax.Array:
   return jnp.sum(target_BS * batch["decoder_loss_weights"], axis=-1)
 
 
-def decoder_only_inputs(batch: Batch) -> jax.Array:
-  """The inputs part [B, S] of decoder-only rows (targets zeroed), from the causal-attention mask.
+def decoder_only_inputs(batch: Batch) -> tuple[jax.Array, Optional[jax.Array]]:
+  """The generation prompt of decoder-only rows: (tokens [B, S], real positions [B, S] or None).
 
-  seqio marks the inputs plus one shifted position as fully visible, so an example with n input
-  tokens has n + 1 ones in `decoder_causal_attention`.
+  Causal-LM features (`decoder_attention_mask`): the real input positions up to and including
+  the first one whose next token is a target. T5X prefix-LM features: seqio marks the inputs
+  plus one shifted position as fully visible, so an example with n input tokens has n + 1 ones
+  in `decoder_causal_attention`; the targets are zeroed (token 0 is padding).
   """
+  if "decoder_attention_mask" in batch:
+    weights_BS = batch["decoder_loss_weights"] > 0
+    first_B1 = jnp.argmax(weights_BS, axis=1)[:, None]
+    positions_BS = jnp.arange(weights_BS.shape[1])[None, :]
+    valid_BS = (batch["decoder_attention_mask"] > 0) & (positions_BS <= first_B1)
+    return batch["decoder_input_tokens"], valid_BS
   causal_BS = batch["decoder_causal_attention"]
   num_inputs_B1 = jnp.sum(causal_BS, axis=1, keepdims=True) - 1
   positions_BS = jnp.arange(causal_BS.shape[1])[None, :]
-  return jnp.where(positions_BS < num_inputs_B1, batch["decoder_target_tokens"], 0)
+  return jnp.where(positions_BS < num_inputs_B1, batch["decoder_target_tokens"], 0), None
+
+
+def eos_option(config: Any) -> int | tuple[int, ...]:
+  """The decoding `eos_id` of a model config: its one EOS id, or the tuple of several."""
+  eos = tuple(config.eos_token_ids)
+  return eos[0] if len(eos) == 1 else eos
 
 
 def predict_batch(module: nn.Module, params: Any, batch: Batch, config: DecodeConfig,
@@ -143,9 +159,10 @@ def predict_batch(module: nn.Module, params: Any, batch: Batch, config: DecodeCo
   options = dict(method=config.method, max_decode_length=int(max_length),
                  num_beams=config.num_beams, alpha=float(config.alpha),
                  temperature=float(config.temperature), top_k=int(config.top_k),
-                 top_p=float(config.top_p), eos_id=api.EOS_ID)
+                 top_p=float(config.top_p), eos_id=eos_option(module.config))
   rng = jax.random.PRNGKey(0) if rng is None else rng
   if is_decoder_only(module):
-    return api.generate_decoder_only(module, params, decoder_only_inputs(batch), rng, **options)
+    tokens_BS, valid_BS = decoder_only_inputs(batch)
+    return api.generate_decoder_only(module, params, tokens_BS, rng, valid_BS, **options)
   return api.generate_encoder_decoder(module, params, batch["encoder_input_tokens"], rng,
                                        **options)

@@ -127,7 +127,9 @@ def train(*,
 
   state = partitioning.place(state, state_sh)  # Placed as the step's outputs: one compilation.
 
-  converter = data.feature_converter(model_config.architecture, run.prompt_length)
+  converter = data.feature_converter(model_config, run.prompt_length,
+                                     task=train_dataset_cfg.mixture_or_task_name,
+                                     module=train_dataset_cfg.module)
   shard = partitioning.process_batch_shard(mesh)  # Processes feeding the same rows share one.
   batches = data.BatchIterator(data.get_dataset(train_dataset_cfg, converter, shard=shard),
                                position)
@@ -137,7 +139,7 @@ def train(*,
   evaluate = None
   if eval_dataset_cfg is not None:
     fns = evaluation.ModelFns(run.module, decode_config, mesh, eval_dataset_cfg.batch_size)
-    evaluator = evaluation.Evaluation(eval_dataset_cfg, fns, model_config.architecture,
+    evaluator = evaluation.Evaluation(eval_dataset_cfg, fns, model_config,
                                       run.prompt_length,
                                       log_dir=os.path.join(model_dir, "inference_eval"))
 

@@ -133,9 +133,39 @@ def decoder_tensor_names(config: ModelConfig) -> list[TensorName]:
   return out
 
 
+def hf_config(config: ModelConfig, model_type: str, architecture: str) -> dict[str, Any]:
+  """The config.json contents of the Hugging Face model equal to a Llama-style `config`."""
+  activation = {ours: theirs for theirs, ours in reversed(list(ACTIVATIONS.items()))}
+  rope = dict(config.rope_scaling_dict, rope_theta=config.rope_theta)
+  rope.setdefault("rope_type", "default")
+  eos = list(config.eos_token_ids)
+  hf = {
+      "architectures": [architecture], "model_type": model_type,
+      "vocab_size": config.vocab_size, "hidden_size": config.emb_dim,
+      "intermediate_size": config.mlp_dim, "num_hidden_layers": config.num_decoder_layers,
+      "num_attention_heads": config.num_heads, "num_key_value_heads": config.kv_heads,
+      "head_dim": config.head_dim, "hidden_act": activation[config.mlp_activations[0]],
+      "rms_norm_eps": config.layer_norm_epsilon, "rope_theta": config.rope_theta,
+      "rope_parameters": rope, "tie_word_embeddings": config.logits_via_embedding,
+      "attention_bias": config.attention_out_bias, "mlp_bias": config.mlp_bias,
+      "attention_dropout": config.dropout_rate,
+      "max_position_embeddings": config.max_position_embeddings or 2048,
+      "bos_token_id": config.bos_token_id, "eos_token_id": eos[0] if len(eos) == 1 else eos,
+      "pad_token_id": config.pad_token_id,
+  }
+  if config.sliding_window is not None:
+    hf["sliding_window"] = config.sliding_window
+  return hf
+
+
+def hf_config_from_config(config: ModelConfig) -> dict[str, Any]:
+  return hf_config(config, "llama", "LlamaForCausalLM")
+
+
 # Rotary frequencies some older checkpoints store per layer (recomputed here).
 IGNORED = (r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq",)
 
 FAMILY = register(Family(name="llama", model_types=("llama",), config_from_hf=config_from_hf,
                          tensor_names=decoder_tensor_names, ignored=IGNORED,
-                         tied_head_name="lm_head.weight"))
+                         tied_head_name="lm_head.weight",
+                         hf_config_from_config=hf_config_from_config))

@@ -23,6 +23,11 @@ def config_from_hf(hf: Mapping[str, Any]) -> ModelConfig:
   return llama.decoder_config(hf, "qwen2", attention_bias=True)
 
 
+def hf_config_from_config(config: ModelConfig) -> dict[str, Any]:
+  return llama.hf_config(config, "qwen2", "Qwen2ForCausalLM")
+
+
 FAMILY = register(Family(name="qwen2", model_types=("qwen2",), config_from_hf=config_from_hf,
                          tensor_names=llama.decoder_tensor_names, ignored=llama.IGNORED,
-                         tied_head_name="lm_head.weight"))
+                         tied_head_name="lm_head.weight",
+                         hf_config_from_config=hf_config_from_config))

@@ -1,0 +1,135 @@
+"""Decoder-only LLM families (Llama, Llama 3 rope scaling, Mistral, Qwen2) against transformers.
+
+Golden files: tests/fixtures/hf_{llama,llama3,mistral,qwen2}_tiny/golden.npz, made by
+tools/make_llm_golden.py from tiny seeded random Hugging Face models (saved next to them).
+Token id 0 is a real token in these inputs: padding comes from the attention masks.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+import jax
+import numpy as np
+import pytest
+import safetensors.numpy
+
+import prompt_tuning
+from prompt_tuning import api
+from prompt_tuning.checkpoints import huggingface
+from prompt_tuning.models import families
+
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+FAMILIES = ("hf_llama_tiny", "hf_llama3_tiny", "hf_mistral_tiny", "hf_qwen2_tiny")
+
+
+def _golden(name: str) -> dict[str, np.ndarray]:
+  with np.load(FIXTURES / name / "golden.npz") as data:
+    return dict(data)
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def loaded(request):
+  return request.param, prompt_tuning.load_model(checkpoint=FIXTURES / request.param), _golden(
+      request.param)
+
+
+def test_configs_come_from_config_json():
+  llama = huggingface.config_from_hf(FIXTURES / "hf_llama_tiny")
+  assert (llama.family, llama.architecture, llama.position_embedding) == (
+      "llama", "decoder_only", "rope")
+  assert (llama.num_heads, llama.kv_heads, llama.head_dim) == (4, 2, 8)
+  assert not llama.logits_via_embedding and not llama.zero_is_padding
+  llama3 = huggingface.config_from_hf(FIXTURES / "hf_llama3_tiny")
+  assert llama3.logits_via_embedding and llama3.rope_scaling_dict["rope_type"] == "llama3"
+  assert huggingface.config_from_hf(FIXTURES / "hf_mistral_tiny").sliding_window == 4
+  qwen2 = huggingface.config_from_hf(FIXTURES / "hf_qwen2_tiny")
+  assert qwen2.attention_bias and not qwen2.attention_out_bias
+
+
+@pytest.mark.parametrize("prefix", ["", "long_"])
+def test_logits_equal_transformers(loaded, prefix):
+  name, model, golden = loaded
+  mask = golden[prefix + "attention_mask"]
+  logits = np.asarray(model.logits(golden[prefix + "input_ids"], attention_mask=mask))
+  real = mask.astype(bool)
+  np.testing.assert_allclose(logits[real], golden[prefix + "logits"][real], atol=1e-4, rtol=1e-4,
+                             err_msg=name)
+
+
+def test_padding_changes_nothing(loaded):
+  """A row alone equals the same row in a padded batch (id 0 is a real token here)."""
+  _, model, golden = loaded
+  tokens, mask = golden["input_ids"], golden["attention_mask"]
+  length = int(mask[1].sum())
+  alone = np.asarray(model.logits(tokens[1:2, :length]))
+  batched = np.asarray(model.logits(tokens, attention_mask=mask))
+  np.testing.assert_allclose(batched[1, :length], alone[0], atol=1e-5)
+
+
+def test_greedy_generation_equals_transformers(loaded):
+  name, model, golden = loaded
+  eos = int(golden["gen_eos_token_id"])
+  tokens = model.generate(golden["gen_input_ids"], int(golden["gen_max_new_tokens"]),
+                          attention_mask=golden["gen_attention_mask"], eos_id=eos)
+  expected = api.fill_after_eos(golden["gen_tokens"], eos, model.config.output_pad_id)
+  np.testing.assert_array_equal(tokens, expected, err_msg=name)
+
+
+def test_cached_decoding_equals_uncached_forward(loaded):
+  """Each greedy step's logits equal a full forward pass over the sequence so far."""
+  _, model, golden = loaded
+  tokens, mask = golden["gen_input_ids"][:1], golden["gen_attention_mask"][:1]
+  steps = 4
+  generated = model.generate(tokens, steps, attention_mask=mask, eos_id=-1)
+  sequence = np.concatenate([tokens[:, mask[0] > 0], generated], axis=1)
+  logits = np.asarray(model.logits(sequence))
+  start = int(mask[0].sum()) - 1
+  np.testing.assert_array_equal(logits[0, start:start + steps].argmax(-1), generated[0])
+
+
+def test_strings_need_a_vocabulary():
+  model = prompt_tuning.load_model(checkpoint=FIXTURES / "hf_llama_tiny")
+  with pytest.raises(Exception, match="tokenizer|vocabulary|tokenizer.json"):
+    model.generate(["hello"], 2)
+
+
+def test_tied_head_copy_and_unused_tensors(tmp_path):
+  """A written-out copy of a tied head is accepted; a distinct one or an extra tensor is not."""
+  source = FIXTURES / "hf_llama3_tiny"
+  shutil.copy(source / "config.json", tmp_path / "config.json")
+  raw = safetensors.numpy.load_file(str(source / "model.safetensors"))
+  raw["lm_head.weight"] = raw["model.embed_tokens.weight"].copy()
+  safetensors.numpy.save_file(raw, str(tmp_path / "model.safetensors"))
+  prompt_tuning.load_model(checkpoint=tmp_path)
+  raw["lm_head.weight"] = raw["lm_head.weight"] + 1
+  safetensors.numpy.save_file(raw, str(tmp_path / "model.safetensors"))
+  with pytest.raises(ValueError, match="lm_head.weight distinct"):
+    prompt_tuning.load_model(checkpoint=tmp_path)
+  del raw["lm_head.weight"]
+  raw["model.layers.9.mlp.up_proj.weight"] = raw["model.norm.weight"]
+  safetensors.numpy.save_file(raw, str(tmp_path / "model.safetensors"))
+  with pytest.raises(ValueError, match="does not use.*model.layers.9"):
+    prompt_tuning.load_model(checkpoint=tmp_path)
+
+
+def test_unsupported_model_type_names_the_supported_ones(tmp_path):
+  config = json.loads((FIXTURES / "hf_llama_tiny" / "config.json").read_text())
+  config["model_type"] = "falcon"
+  (tmp_path / "config.json").write_text(json.dumps(config))
+  shutil.copy(FIXTURES / "hf_llama_tiny" / "model.safetensors", tmp_path)
+  with pytest.raises(api.ModelConfigError, match="model_type='falcon'.*llama, mistral"):
+    prompt_tuning.load_model(checkpoint=tmp_path)
+  assert "qwen2" in families.supported_model_types()
+
+
+def test_parameters_have_logical_axes_and_frozen_dtype():
+  model = prompt_tuning.load_model(checkpoint=FIXTURES / "hf_qwen2_tiny", frozen_dtype="bfloat16")
+  axes = api.param_axes(model.module, model.config)
+  layer = axes["decoder"]["layers_0"]["self_attention"]
+  assert layer["query"]["kernel"] == ("embed", "joined_kv")
+  assert layer["key"]["bias"] == ("joined_kv",)
+  dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves(model.params)}
+  assert dtypes == {np.dtype("bfloat16")}

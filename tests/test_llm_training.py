@@ -1,0 +1,68 @@
+"""Prompt learning on a Llama-family checkpoint through the CLI, with no size macro in gin."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import write_sentiment_tsvs
+from prompt_tuning import api, cli
+from prompt_tuning.checkpoints import tree
+from prompt_tuning.data import file_tasks, tokenizer_vocab
+from prompt_tuning.train import __main__ as train_main
+from tiny_llms import write_tiny_llama
+
+TASK = "llm_training_test_sentiment"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+  """A tiny Llama directory and a sentiment task tokenized with its own tokenizer."""
+  folder = tmp_path_factory.mktemp("llm_training")
+  model_dir = write_tiny_llama(folder / "llama", seed=1)
+  train, dev = write_sentiment_tsvs(folder)
+  file_tasks.register_file_task(
+      TASK, train_path=train, validation_path=dev, input_template="Review: {text} Sentiment:",
+      label_names=("negative", "positive"), metrics=("accuracy",),
+      vocabulary=tokenizer_vocab.model_vocabulary(model_dir))
+  return folder, model_dir
+
+
+def _train(workspace, run_dir, *extra, gin_file="architectures/prompt_tuning.gin"):
+  folder, model_dir = workspace
+  argv = ["train", f"--gin_file={gin_file}", "--gin_file=runs/prompt_finetune.gin",
+          f"--gin.MODEL_DIR='{run_dir}'", f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
+          "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}",
+          f"--gin.INITIAL_CHECKPOINT_PATH='{model_dir}'", "--gin.BATCH_SIZE=8",
+          "--gin.LOG_PERIOD=1", "--gin.EVAL_PERIOD=None", "--gin.PROMPT_LENGTH=4", *extra]
+  return cli.execute(train_main._command, argv)
+
+
+def _losses(run_dir) -> list[float]:
+  with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  return [r["loss"] for r in records if r["split"] == "train"]
+
+
+def test_prompt_tuning_a_llama_directory_lowers_the_loss(workspace, tmp_path):
+  _, model_dir = workspace
+  result = _train(workspace, tmp_path / "run", "--gin.TRAIN_STEPS=8", "--gin.LEARNING_RATE=1.0")
+  losses = _losses(tmp_path / "run")
+  assert len(losses) == 8 and all(np.isfinite(losses))
+  assert np.mean(losses[-3:]) < np.mean(losses[:3])
+  assert result.trainable["decoder"]["prompt"]["prompt"]["prompt"].shape == (4, 32)
+  frozen = api.load_model(checkpoint=model_dir).params
+  for path, value in tree.flatten_params(frozen).items():
+    np.testing.assert_array_equal(np.asarray(tree.flatten_params(result.frozen)[path]),
+                                  np.asarray(value), err_msg=path)
+
+
+def test_prefix_tuning_a_llama_directory_runs(workspace, tmp_path):
+  result = _train(workspace, tmp_path / "run", "--gin.TRAIN_STEPS=2",
+                  "--gin.PREFIX_LENGTH=3", gin_file="architectures/prefix_tuning.gin")
+  assert all(np.isfinite(_losses(tmp_path / "run")))
+  key_value = result.trainable["decoder"]["prefix"]["self_attention"]["key_value"]
+  assert key_value.shape == (3, 2, 2, 2, 8)  # [P, layers, k/v, kv_heads, head_dim]
