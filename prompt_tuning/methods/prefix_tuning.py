@@ -27,8 +27,8 @@ and every other parameter keeps its T5X path and stays frozen. Per attention kin
   - direct (PEFT `prefix_projection=False`): `key_value` [P, layers, 2, kv_heads, head_dim]
     (axes "prompt", "layers", "prefix_kv", "heads", "kv"); PEFT's `embedding.weight`
     [P, layers * 2 * kv_heads * head_dim] is the same array reshaped.
-  - projected (PEFT `prefix_projection=True`): `embedding` [P, D], `transform_0` (D -> hidden,
-    tanh), `transform_1` (hidden -> layers * 2 * kv_heads * head_dim), kernels [in, out] + biases.
+  - projected (PEFT `prefix_projection=True`): `embedding` [P, D] (D: the model width, or
+    kv_heads * head_dim with GQA, as PEFT), `transform_0` (D -> hidden, tanh), `transform_1` (hidden -> layers * 2 * kv_heads * head_dim), kernels [in, out] + biases.
 `export_prefixes` turns either into the final `key_value` arrays for projection-free inference.
 
 Cached decoding: the decoder's `init_cache` computes the prefixes once and keeps them in the
@@ -109,6 +109,14 @@ def prefix_config(config: Optional[PrefixConfig] = None) -> Optional[PrefixConfi
   return config
 
 
+def projection_width(config: ModelConfig) -> int:
+  """Width of the projected prefix's learned embeddings (PEFT's `token_dim`): the model width,
+  or kv_heads * head_dim with grouped-query attention (what PEFT 0.21 uses there)."""
+  if config.kv_heads == config.num_heads:
+    return config.emb_dim
+  return config.kv_heads * config.head_dim
+
+
 class AttentionPrefix(nn.Module):
   """Key/value prefixes [batch, P, kv_heads, head_dim] for `num_layers` layers of one attention
   kind."""
@@ -125,7 +133,8 @@ class AttentionPrefix(nn.Module):
     init = nn.initializers.normal(stddev=prefix.init_stddev)
     if not prefix.projection:
       return param_with_axes(self, "key_value", init, shape, KEY_VALUE_AXES)
-    embedding_PD = param_with_axes(self, "embedding", init, (prefix.length, config.emb_dim),
+    embedding_PD = param_with_axes(self, "embedding", init,
+                                   (prefix.length, projection_width(config)),
                                    ("prompt", "prompt_embed"))
     hidden_PH = jnp.tanh(Linear(prefix.hidden_dim, name="transform_0")(embedding_PD))
     flat_PW = Linear(int(np.prod(shape[1:])), ("prompt_hidden", "prefix_kv"),
