@@ -29,7 +29,7 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     "test": ["pytest>=8"],
     "gpu": ["jax[cuda12]"],
-    "tools": ["torch==2.13.0", "transformers>=4.40", "peft==0.21.2"],
+    "tools": ["torch==2.13.0", "transformers>=5.0", "peft==0.21.2", "sentencepiece>=0.2.0"],
 }
 
 setup(
@@ -56,6 +56,7 @@ setup(
             "prompt-tuning-find-module=prompt_tuning.scripts.find_module:main",
             "prompt-tuning-diff-checkpoints=prompt_tuning.scripts.diff_checkpoints:main",
             "prompt-tuning-convert-checkpoint=prompt_tuning.scripts.convert_checkpoint:main",
+            "prompt-tuning-fetch-assets=prompt_tuning.scripts.fetch_assets:main",
         ],
     },
     license="Apache-2.0",

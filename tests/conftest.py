@@ -25,6 +25,17 @@ def shared_fixture(relative: str) -> pathlib.Path:
   return path
 
 
+def real_asset(name: str) -> pathlib.Path:
+  """A real model / data file from the assets cache; skips the test when it is not fetched
+  (`python -m prompt_tuning.scripts.fetch_assets NAME`)."""
+  from prompt_tuning import assets
+  path = assets.path(name)
+  if not path.is_file():
+    pytest.skip(f"asset {name} is not fetched ({path}); run "
+                f"`python -m prompt_tuning.scripts.fetch_assets {name}`")
+  return path
+
+
 @pytest.fixture
 def t5x_tiny_checkpoint() -> pathlib.Path:
   return shared_fixture("t5x_tiny_checkpoint_3")
