@@ -3,7 +3,7 @@
 What a benchmark script typically does:
 
   from common import SHAPES, shape_config, time_calls, summarize_times, matmul_peak_gflops, ...
-  config = shape_config("small", dtype="float32")           # a T5Config preset
+  config = shape_config("small", dtype="float32")           # a ModelConfig preset
   seconds = time_calls(lambda: step(...), repeats=10)        # compile + warm-up excluded
   record = {"seconds_per_step": statistics.median(seconds), **summarize_times(seconds),
             "matmul_peak_gflops_per_second": matmul_peak_gflops("float32"),
@@ -32,7 +32,20 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from prompt_tuning.models import T5Config
+from prompt_tuning.models import ModelConfig, T5Config
+
+# Decoder-only LLM shapes (`--arch llama`), as their checkpoints' configs say.
+LLM_SHAPES: dict[str, ModelConfig] = {
+    # SmolLM2-135M(-Instruct): 30 layers, d 576, 9 heads / 3 KV heads x 64, SwiGLU 1536, tied
+    # 49152-token head, RoPE theta 1e5, RMSNorm 1e-5.
+    "smollm2-135m": ModelConfig(
+        family="llama", architecture="decoder_only", vocab_size=49152, emb_dim=576, num_heads=9,
+        num_kv_heads=3, head_dim=64, mlp_dim=1536, num_encoder_layers=0, num_decoder_layers=30,
+        mlp_activations=("silu", "linear"), logits_via_embedding=True,
+        rescale_tied_logits=False, position_embedding="rope", rope_theta=100000.0,
+        scale_attention=True, layer_norm_epsilon=1e-5, zero_is_padding=False, bos_token_id=1,
+        eos_token_ids=(2,), pad_token_id=2),
+}
 
 # Model shapes by name. Dropout, dtype and architecture are set per run with `shape_config`.
 SHAPES: dict[str, T5Config] = {
@@ -49,15 +62,31 @@ SHAPES: dict[str, T5Config] = {
 }
 
 DTYPES = ("float32", "bfloat16")
-ARCHITECTURES = ("encoder_decoder", "decoder_only")
+# "decoder_only" is the T5X decoder-only LM; "llama" the Llama-family LLMs (LLM_SHAPES).
+ARCHITECTURES = ("encoder_decoder", "decoder_only", "llama")
 
 
-def shape_config(shape: str, dtype: str = "float32", architecture: str = "encoder_decoder",
-                 dropout_rate: float = 0.0) -> T5Config:
-  """The T5Config of preset `shape` with the run's activation dtype, architecture and dropout.
+def default_shape(architecture: str) -> str:
+  return "smollm2-135m" if architecture == "llama" else "small"
 
-  A decoder-only model keeps the preset's decoder layers and has no encoder.
+
+def shape_config(shape: Optional[str], dtype: str = "float32",
+                 architecture: str = "encoder_decoder", dropout_rate: float = 0.0,
+                 checkpoint: Optional[str] = None) -> ModelConfig:
+  """The config of preset `shape` (or of `checkpoint`) with the run's activation dtype,
+  architecture and dropout.
+
+  A T5 decoder-only model keeps the preset's decoder layers and has no encoder; "llama" shapes
+  keep their own (no dropout: Llama has none).
   """
+  if checkpoint:
+    from prompt_tuning import api
+    return api.checkpoint_model_config(checkpoint).replace(dtype=dtype)
+  shape = shape or default_shape(architecture)
+  if architecture == "llama":
+    if shape not in LLM_SHAPES:
+      raise ValueError(f"--arch llama takes one of the shapes {sorted(LLM_SHAPES)}, not {shape!r}.")
+    return LLM_SHAPES[shape].replace(dtype=dtype)
   if shape not in SHAPES:
     raise ValueError(f"unknown shape {shape!r}; choose one of {sorted(SHAPES)}.")
   config = SHAPES[shape].replace(dtype=dtype, architecture=architecture,
@@ -163,7 +192,8 @@ def environment() -> dict[str, Any]:
 
 def add_common_args(parser: argparse.ArgumentParser, shapes: Iterable[str] = ("small",)) -> None:
   """Adds --shape, --batch, --dtype, --repeats and --json (the flags every benchmark shares)."""
-  parser.add_argument("--shape", default=tuple(shapes)[0], choices=sorted(SHAPES))
+  parser.add_argument("--shape", default=None, choices=sorted(SHAPES) + sorted(LLM_SHAPES),
+                      help="model shape preset (default: small; smollm2-135m with --arch llama)")
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--dtype", default="float32", choices=DTYPES)
   parser.add_argument("--repeats", type=int, default=10, help="timed calls (median reported)")

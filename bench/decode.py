@@ -1,8 +1,8 @@
 """Greedy decoding throughput with a prompt (tokens/s), on random weights.
 
   python bench/decode.py --shape {tiny,small,base} --batch 8 --inputs 128 --new_tokens 8
-                         --prompt 20 --dtype float32 [--arch encoder_decoder|decoder_only]
-                         [--repeats 10] [--json OUT]
+                         --prompt 20 --dtype float32 [--arch encoder_decoder|decoder_only|llama]
+                         [--checkpoint PATH] [--repeats 10] [--json OUT]
 
 One timed call generates `new_tokens` tokens for a batch of `batch` random inputs of length
 `inputs` (no padding; EOS disabled so every call decodes all steps) and includes everything a
@@ -49,8 +49,15 @@ def greedy_options(new_tokens: int) -> dict:
 
 
 def measure(args: argparse.Namespace) -> dict:
-  config = common.shape_config(args.shape, args.dtype, args.arch)
+  config = common.shape_config(args.shape, args.dtype, args.arch, checkpoint=args.checkpoint)
+  args.shape = args.shape or ("checkpoint" if args.checkpoint else common.default_shape(args.arch))
   model = build(config, args.prompt)
+  if args.checkpoint:  # Real frozen weights; the prompt stays random.
+    from prompt_tuning.checkpoints import tree
+    real = api.load_model(checkpoint=args.checkpoint).params
+    flat = tree.flatten_params(model.params)
+    flat.update(tree.flatten_params(real))
+    model.params = tree.unflatten_params(flat)
   inputs = jnp.asarray(
       np.random.default_rng(0).integers(2, config.vocab_size, (args.batch, args.inputs)),
       jnp.int32)
@@ -61,7 +68,7 @@ def measure(args: argparse.Namespace) -> dict:
             "inputs": args.inputs, "new_tokens": args.new_tokens, "prompt": args.prompt}
 
   # pylint: disable=protected-access
-  if args.arch == "encoder_decoder":
+  if config.architecture == "encoder_decoder":
     seconds = common.time_calls(
         lambda: api.generate_encoder_decoder(model.module, model.params, inputs, rng,
                                               **options), args.repeats)
@@ -73,7 +80,7 @@ def measure(args: argparse.Namespace) -> dict:
           lambda: prompt_cache.build_prompt_cache(model.module, model.params), 3)
       cache = prompt_cache.build_prompt_cache(model.module, model.params)
       reuse = lambda: prompt_cache._generate(model.module, model.params, cache, inputs, rng,
-                                             inputs > 0, **options)
+                                             jnp.ones_like(inputs, bool), **options)
       timings = common.time_interleaved({"reuse": reuse, "recompute": recompute}, args.repeats)
       seconds = timings["reuse"]
       recompute_s = statistics.median(timings["recompute"])
@@ -105,6 +112,8 @@ def main() -> None:
   parser.add_argument("--new_tokens", type=int, default=8, help="tokens generated per example")
   parser.add_argument("--prompt", type=int, default=20, help="prompt length (0: no prompt)")
   parser.add_argument("--arch", default="encoder_decoder", choices=common.ARCHITECTURES)
+  parser.add_argument("--checkpoint", default=None,
+                      help="a real decoder-only model (Hugging Face dir or .gguf)")
   parser.add_argument("--no_matmul_peak", action="store_true",
                       help="skip measuring the matmul peak (saves a few seconds)")
   args = parser.parse_args()

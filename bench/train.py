@@ -3,6 +3,11 @@
   python bench/train.py --shape small --batch 8 --inputs 128 --targets 8 --prompt 20 \
       --dropout 0.1 --dtype float32 --steps 10 [--full-finetune] [--frozen_dtype bfloat16]
       [--loss_chunk N] [--remat none|minimal|full] [--json OUT]
+  python bench/train.py --arch llama [--shape smollm2-135m | --checkpoint PATH.gguf] ...
+
+`--arch llama` trains a prompt on a Llama-family decoder-only LLM (default shape SmolLM2-135M;
+`--checkpoint` a real Hugging Face dir / GGUF file, shape and weights from it): one causal-LM
+row per example, the prompt + inputs + targets, loss on the targets, no dropout.
 
 Runs the library's own jitted `train_step` (prompt_tuning.train.trainer) on a fixed random batch
 with random frozen weights and prints examples_per_second, seconds_per_step,
@@ -40,13 +45,24 @@ import common
 from prompt_tuning import api, prompts
 from prompt_tuning.checkpoints import tree
 from prompt_tuning.models import T5Config
-from prompt_tuning.train import models, optim, partitioning, trainer
+from prompt_tuning.train import model_setup, models, optim, partitioning, trainer
 
 
 def forward_flops(config: T5Config, inputs: int, targets: int, prompt: int) -> tuple[float, float]:
-  """(weight matmul FLOPs, attention score/value FLOPs) of one example's forward pass."""
+  """(weight matmul FLOPs, attention score/value FLOPs) of one example's forward pass.
+
+  Only the logits of target positions count as useful (the loss needs no others).
+  """
   d, inner, mlp = config.emb_dim, config.num_heads * config.head_dim, config.mlp_dim
   mlp_mats = len(config.mlp_activations) + 1
+  if config.architecture == "decoder_only":
+    tokens = prompt + inputs + targets
+    kv = config.kv_heads * config.head_dim
+    per_token_dense = 2 * d * (2 * inner + 2 * kv) + mlp_mats * 2 * d * mlp
+    dense = tokens * config.num_decoder_layers * per_token_dense + targets * 2 * d * (
+        config.vocab_size)
+    attention = config.num_decoder_layers * 2 * 2 * tokens * tokens * inner
+    return float(dense), float(attention)
   encoder_tokens = inputs + prompt
   per_token_dense = 4 * 2 * d * inner + mlp_mats * 2 * d * mlp
   dense = encoder_tokens * config.num_encoder_layers * per_token_dense
@@ -150,6 +166,16 @@ def random_batch(rng: np.random.Generator, batch: int, inputs: int, targets: int
           "decoder_loss_weights": np.ones((batch, targets), np.float32)}
 
 
+def random_causal_lm_batch(rng: np.random.Generator, batch: int, inputs: int, targets: int,
+                           vocab: int) -> dict[str, np.ndarray]:
+  """A full-length causal-LM batch (inputs then targets in one row, loss on the targets)."""
+  tokens = rng.integers(3, vocab, size=(batch, inputs + targets + 1)).astype(np.int32)
+  weights = (np.arange(inputs + targets)[None] >= inputs - 1).astype(np.int32)
+  return {"decoder_input_tokens": tokens[:, :-1], "decoder_target_tokens": tokens[:, 1:],
+          "decoder_loss_weights": np.repeat(weights, batch, axis=0),
+          "decoder_attention_mask": np.ones((batch, inputs + targets), np.int32)}
+
+
 def main(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   common.add_common_args(parser, shapes=("small",))
@@ -167,22 +193,34 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--loss_chunk", type=int, default=0,
                       help="target positions per logits chunk of the loss (0: all at once)")
   parser.add_argument("--skip-peak", action="store_true", help="do not measure matmul peak")
+  parser.add_argument("--arch", default="encoder_decoder", choices=("encoder_decoder", "llama"),
+                      help="T5 encoder-decoder, or a Llama-family decoder-only LLM")
+  parser.add_argument("--checkpoint", default=None,
+                      help="a real model (Hugging Face dir or .gguf; sets the shape and weights)")
   args = parser.parse_args(argv)
 
-  config = common.shape_config(args.shape, dtype=args.dtype, dropout_rate=args.dropout).replace(
-      remat_policy=args.remat)
+  llm = args.arch == "llama" or args.checkpoint is not None
+  if llm:
+    args.dropout = 0.0  # Llama-family models have no dropout.
+  config = common.shape_config(args.shape, dtype=args.dtype, architecture=args.arch,
+                               dropout_rate=args.dropout, checkpoint=args.checkpoint).replace(
+                                   remat_policy=args.remat)
+  args.shape = args.shape or ("checkpoint" if args.checkpoint else
+                              common.default_shape(args.arch))
   prompt_config = prompts.PromptConfig(length=args.prompt, initializer=prompts.uniform(0.5))
   module = api.build_any_model(config, prompt_config)
   regex = ".*" if args.full_finetune else optim.DEFAULT_TRAINABLE_REGEX
   tx = optim.adafactor(learning_rate=0.3)
   mesh = partitioning.make_mesh(1)
   replicated = partitioning.replicated(mesh)
-  loss_config = models.LossConfig(logits_chunk_size=args.loss_chunk)
+  loss_config = models.LossConfig(logits_chunk_size=args.loss_chunk,
+                                  logits_window=args.targets if llm else None)
   step_fn = trainer.make_train_step(module, tx, loss_config, dropout=args.dropout > 0)
   jitted = trainer.jit_train_step(step_fn, replicated, replicated, mesh)
+  make_batch = random_causal_lm_batch if llm else random_batch
   batch = partitioning.shard_batch(
-      random_batch(np.random.default_rng(0), args.batch, args.inputs, args.targets,
-                   config.vocab_size), mesh)
+      make_batch(np.random.default_rng(0), args.batch, args.inputs, args.targets,
+                 config.vocab_size), mesh)
   rng = trainer.dropout_key(1)
 
   # Compiled from shapes before any parameter exists, so compilation and training memory do not
@@ -195,7 +233,14 @@ def main(argv: list[str]) -> None:
   compile_seconds = time.perf_counter() - start
   release_freed_host_memory()
 
-  trainable, frozen = optim.split_params(random_params(shapes, config.head_dim), regex)
+  if args.checkpoint:
+    params = model_setup.initial_params(model_setup.build_run_model(config, prompt_config),
+                                        args.checkpoint, frozen_dtype=args.frozen_dtype,
+                                        trainable_regex=regex)
+    trainable, frozen = optim.split_params(jax.device_get(params), regex)
+    del params
+  else:
+    trainable, frozen = optim.split_params(random_params(shapes, config.head_dim), regex)
   num_trainable = int(sum(np.size(x) for x in jax.tree_util.tree_leaves(trainable)))
   # Frozen weights share the numpy buffers; the trained ones are copied (the step donates them).
   # Placed as the step's outputs are (a jitted call with the unplaced state would compile again).
@@ -213,7 +258,7 @@ def main(argv: list[str]) -> None:
   per_step = statistics.median(seconds)
   flops = useful_flops_per_example(config, args.inputs, args.targets, args.prompt) * args.batch
   record = {
-      "benchmark": "train", "shape": args.shape, "mode": "full_finetune" if args.full_finetune
+      "benchmark": "train", "shape": args.shape, "arch": config.family, "mode": "full_finetune" if args.full_finetune
       else "prompt_tuning", "batch": args.batch, "inputs": args.inputs, "targets": args.targets,
       "prompt": args.prompt, "dropout": args.dropout, "dtype": args.dtype,
       "frozen_dtype": args.frozen_dtype, "loss_chunk": args.loss_chunk,

@@ -33,12 +33,18 @@ class LossConfig:
   # Target positions per logits chunk: the loss is computed a chunk at a time from the decoder's
   # final hidden states (never the whole [B, S, V] float32 logits). None / 0: all at once.
   logits_chunk_size: Optional[int] = None
+  # Causal-LM rows (inputs and targets in one sequence, weighted positions contiguous): project
+  # only this many positions per row, from the row's first weighted one, to logits; the input
+  # positions' logits are never computed. None: every position (T5 features).
+  logits_window: Optional[int] = None
 
   def __post_init__(self):
-    chunk = self.logits_chunk_size
-    if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 0):
-      raise ValueError(f"LossConfig.logits_chunk_size={chunk!r}: use a positive integer (target "
-                       "positions per logits chunk), or None / 0 to compute all logits at once.")
+    for name in ("logits_chunk_size", "logits_window"):
+      value = getattr(self, name)
+      if value is not None and (not isinstance(value, int) or isinstance(value, bool) or
+                                value < 0):
+        raise ValueError(f"LossConfig.{name}={value!r}: use a positive integer (positions), or "
+                         "None / 0 for all positions.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +114,16 @@ def loss_terms(module: nn.Module, params: Any, batch: Batch, config: LossConfig,
   options = dict(z_loss=config.z_loss, label_smoothing=config.label_smoothing,
                  loss_normalizing_factor=config.loss_normalizing_factor)
   targets_BS, weights_BS = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
+  if config.logits_window and "decoder_attention_mask" in batch:
+    hidden_BSD = hidden_states(module, params, batch, dropout_rng=dropout_rng)
+    hidden_BSD, targets_BS, weights_BS = target_window(hidden_BSD, targets_BS, weights_BS,
+                                                       config.logits_window)
+    if config.logits_chunk_size:
+      return losses.chunked_weighted_cross_entropy(
+          hidden_BSD, project_fn(module, params), targets_BS, weights_BS,
+          chunk_size=config.logits_chunk_size, **options)
+    return losses.weighted_cross_entropy(project_fn(module, params)(hidden_BSD), targets_BS,
+                                         weights_BS, **options)
   if config.logits_chunk_size:
     hidden_BSD = hidden_states(module, params, batch, dropout_rng=dropout_rng)
     return losses.chunked_weighted_cross_entropy(
@@ -115,6 +131,22 @@ def loss_terms(module: nn.Module, params: Any, batch: Batch, config: LossConfig,
         chunk_size=config.logits_chunk_size, **options)
   logits_BSV = logits(module, params, batch, dropout_rng=dropout_rng)
   return losses.weighted_cross_entropy(logits_BSV, targets_BS, weights_BS, **options)
+
+
+def target_window(hidden_BSD: jax.Array, targets_BS: jax.Array, weights_BS: jax.Array,
+                  window: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The `window` positions of each row from its first weighted one: hidden [B, W, D], targets
+  and weights [B, W] (positions past the row's end get weight 0)."""
+  length = hidden_BSD.shape[1]
+  window = min(window, length)
+  first_B1 = jnp.argmax(weights_BS > 0, axis=1)[:, None]
+  index_BW = first_B1 + jnp.arange(window)[None, :]
+  inside_BW = index_BW < length
+  index_BW = jnp.minimum(index_BW, length - 1)
+  hidden_BWD = jnp.take_along_axis(hidden_BSD, index_BW[..., None], axis=1)
+  targets_BW = jnp.take_along_axis(targets_BS, index_BW, axis=1)
+  weights_BW = jnp.take_along_axis(weights_BS, index_BW, axis=1) * inside_BW
+  return hidden_BWD, targets_BW, weights_BW
 
 
 def score_batch(module: nn.Module, params: Any, batch: Batch) -> jax.Array:

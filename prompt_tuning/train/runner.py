@@ -169,6 +169,11 @@ def train(*,
     prompt_files.extend(train_checkpoints.export_for_inference(
         model_dir, step, current.trainable, prompt_config, model_config))
 
+  if model_config.architecture == "decoder_only" and not model_config.zero_is_padding and (
+      not loss_config.logits_window):
+    # Causal-LM rows: only the target positions need logits (at most `targets` per row).
+    loss_config = dataclasses.replace(
+        loss_config, logits_window=int(train_dataset_cfg.task_feature_lengths["targets"]))
   step_fn = trainer.make_train_step(run.module, tx, loss_config,
                                     dropout=model_config.dropout_rate > 0,
                                     num_microbatches=num_microbatches)
