@@ -152,10 +152,16 @@ class PromptEncoderDecoder(EncoderDecoder):
     return self.encode_with_mask(encoder_input_tokens, enable_dropout)[0]
 
 
+# Placements a decoder-only prompt supports: before all tokens (PEFT's), or right after the
+# row's BOS token (for tokenizers that start every text with one; elsewhere the same as prefix).
+DECODER_ONLY_PLACEMENTS = ("prefix", "prefix_after_bos")
+
+
 class PromptDecoder(Decoder):
   """The decoder stack plus the prompt (child `prompt`), for decoder-only models."""
 
   prompt_method: Optional[nn.Module] = None
+  placement: str = "prefix"
 
   def setup(self):
     super().setup()
@@ -169,11 +175,17 @@ class PromptDecoder(Decoder):
 
   def add_prompt(self, tokens_BT: jax.Array, embedded_BTD: jax.Array,
                  valid_BT: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Prompt right before each row's first valid token (so left padding stays in front).
+    """Prompt right before each row's first valid token (so left padding stays in front), or
+    after it when that token is BOS and the placement is "prefix_after_bos".
 
     -> (embeddings [B, T+P, D], validity [B, T+P], prompt index [B]).
     """
     index_B = combine.first_valid_index(valid_BT)
+    if self.placement == "prefix_after_bos" and self.config.bos_token_id is not None:
+      first_B = jnp.take_along_axis(tokens_BT, jnp.minimum(index_B, tokens_BT.shape[1] - 1)[:, None],
+                                    axis=1)[:, 0]
+      starts_with_bos_B = (index_B < tokens_BT.shape[1]) & (first_B == self.config.bos_token_id)
+      index_B = index_B + starts_with_bos_B.astype(index_B.dtype)
     embedded_BSD = self.prompt(tokens_BT, embedded_BTD, index_B)
     valid_BS = masks.prompt_valid(valid_BT, index_B, _method_length(self.prompt_method))
     return embedded_BSD, valid_BS, index_B
@@ -187,10 +199,12 @@ class PromptDecoderOnly(DecoderOnly):
   """
 
   prompt_method: Optional[nn.Module] = None
+  placement: str = "prefix"
 
   def _make_decoder(self) -> nn.Module:
     return PromptDecoder(self.config, shared_embedding=None, cross_attention=False,
-                         prompt_method=self.prompt_method.clone(parent=None))
+                         prompt_method=self.prompt_method.clone(parent=None),
+                         placement=self.placement)
 
   @property
   def prompt_length(self) -> int:
@@ -247,11 +261,11 @@ def build_prompt_model(config: T5Config, prompt_config: PromptConfig) -> nn.Modu
   """The prompt model of `config.architecture` with `prompt_config`'s method (no I/O)."""
   method = prompt_config.make_method()
   if config.architecture == "decoder_only":
-    if prompt_config.placement != "prefix":
-      raise ValueError(f"decoder-only prompt models place the prompt before the inputs; "
-                       f"placement={prompt_config.placement!r} is for encoder-decoder models: "
-                       "use placement='prefix'.")
-    return PromptDecoderOnly(config, prompt_method=method)
+    if prompt_config.placement not in DECODER_ONLY_PLACEMENTS:
+      raise ValueError(f"decoder-only prompt models place the prompt before the inputs "
+                       f"{DECODER_ONLY_PLACEMENTS}; placement={prompt_config.placement!r} is for "
+                       "encoder-decoder models.")
+    return PromptDecoderOnly(config, prompt_method=method, placement=prompt_config.placement)
   return PromptEncoderDecoder(config, prompt_method=method, placement=prompt_config.placement,
                               decoder_attends_to_prompt=prompt_config.decoder_attends_to_prompt)
 

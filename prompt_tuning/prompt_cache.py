@@ -60,6 +60,9 @@ def _check_module(module: nn.Module) -> int:
         f"{type(module).__name__}: build the model with a decoder-only gin file and a prompt "
         "(e.g. 'models/decoder_only_small.gin' + a prompt config), or call "
         "LoadedModel.generate, which needs no prompt cache.")
+  if getattr(module, "placement", "prefix") != "prefix":
+    raise ValueError(f"prompt caches need the prompt before all tokens (placement 'prefix'); "
+                     f"this model places it {module.placement!r}: call LoadedModel.generate.")
   if prompt_length < 1:
     raise ValueError("the model's prompt length is 0: there is nothing to cache; call "
                      "LoadedModel.generate instead.")

@@ -32,6 +32,8 @@ METHODS = {
     "prompt_tuning": ("architectures/prompt_tuning.gin", "PROMPT_LENGTH=3"),
     "p_tuning": ("architectures/p_tuning.gin", "PROMPT_LENGTH=3", "P_TUNING_HIDDEN_DIM=16"),
     "deep_prompts": ("architectures/deep_prompts.gin", "PROMPT_LENGTH=3"),
+    "prompt_after_bos": ("architectures/prompt_tuning.gin", "PROMPT_LENGTH=3",
+                         "PROMPT_PLACEMENT='prefix_after_bos'"),
     "prefix_tuning": ("architectures/prefix_tuning.gin", "PREFIX_LENGTH=3"),
     "prefix_tuning_zero": ("architectures/prefix_tuning.gin", "PREFIX_LENGTH=3",
                            "PREFIX_POSITION_BIAS='zero'"),
@@ -107,3 +109,16 @@ def test_bfloat16_frozen_weights_keep_the_prompt_float32(checkpoint):
                                                      ["prompt"]["prompt"]["prompt"])),
                              np.asarray(float32.logits(TOKENS, attention_mask=MASK)),
                              atol=0.25)  # bfloat16 rounding of the weights; logits span ~40.
+
+
+def test_after_bos_placement_puts_the_prompt_after_bos_only(checkpoint):
+  after = _load(checkpoint, *METHODS["prompt_after_bos"])
+  prefix = _load(checkpoint, *METHODS["prompt_tuning"])
+  without_bos = np.array([[5, 0, 7, 9]], np.int32)
+  np.testing.assert_allclose(np.asarray(after.logits(without_bos)),
+                             np.asarray(prefix.logits(without_bos)), atol=1e-6)
+  # With BOS first: [BOS, prompt, tokens] = the prefix model's [prompt, tokens] after a BOS row.
+  with_bos = np.array([[1, 5, 0, 7]], np.int32)
+  assert np.abs(np.asarray(after.logits(with_bos)) - np.asarray(prefix.logits(with_bos))).max() > 1e-3
+  with pytest.raises(ValueError, match="placement 'prefix'"):
+    prompt_cache.build_prompt_cache(after.module, after.params)
