@@ -125,7 +125,8 @@ def _configured_call(command: Callable[..., Any]) -> Any:
   if FLAGS.tfds_data_dir:
     import seqio
     seqio.set_tfds_data_dir_override(FLAGS.tfds_data_dir)
-  gin_utils.parse_gin_config(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
+  gin_utils.parse_gin_config(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths,
+                             before_finalize=_default_file_task_name)
   if gin_utils.binds_model_config():
     config = gin_utils.call_configured(model_config.ModelConfig)
   else:  # No models/*.gin: the architecture and sizes come from the checkpoint (HF dir, GGUF).
@@ -133,10 +134,58 @@ def _configured_call(command: Callable[..., Any]) -> Any:
                   gin_utils.macro_value("CHECKPOINT_PATH"))
     config = api.checkpoint_model_config(checkpoint, FLAGS.gin_bindings)
   prompt_config = api._prompt_config_from_gin()
+  _register_file_route(config, getattr(command, "__name__", ""))
   kwargs: dict[str, Any] = dict(model_config=config, prompt_config=prompt_config)
   if "config_text" in getattr(command, "__code__").co_varnames:
     kwargs["config_text"] = gin_utils.config_str()
   return gin_utils.call_configured(command, **kwargs)
+
+
+# Macros of the command-line file route -> `file_tasks.FileRoute` fields.
+FILE_ROUTE_MACROS = {"TRAIN_FILE": "train_file", "VALIDATION_FILE": "validation_file",
+                     "TEST_FILE": "test_file", "INPUT_TEMPLATE": "input_template",
+                     "TARGET_COLUMN": "target_column", "CLASS_LABELS": "label_names",
+                     "TARGET_TEMPLATE": "target_template", "FILE_FORMAT": "file_format"}
+# Where each command's dataset takes its task from (rank classification for evaluation).
+_EVAL_DATASETS = {"train": "train_eval/data.DatasetConfig.mixture_or_task_name",
+                  "evaluate": "data.DatasetConfig.mixture_or_task_name"}
+
+
+FILE_TASK_NAME = "file_task"
+
+
+def _default_file_task_name() -> None:
+  """With TRAIN_FILE / VALIDATION_FILE / TEST_FILE, MIXTURE_OR_TASK_NAME defaults to
+  "file_task" (the name the route registers)."""
+  from prompt_tuning import gin_utils
+  if any(gin_utils.macro_value(m) for m in ("TRAIN_FILE", "VALIDATION_FILE", "TEST_FILE")):
+    gin_utils.bind_default("MIXTURE_OR_TASK_NAME", FILE_TASK_NAME)
+
+
+def _register_file_route(config: Any, command_name: str) -> None:
+  """Registers the task TRAIN_FILE / VALIDATION_FILE / TEST_FILE describe, when given.
+
+  Its vocabulary is the model's (the checkpoint's tokenizer); MIXTURE_OR_TASK_NAME, when unset,
+  becomes "file_task"; with CLASS_LABELS, evaluation scores the labels (rank classification).
+  """
+  from prompt_tuning import gin_utils
+  values = {field: gin_utils.macro_value(macro) for macro, field in FILE_ROUTE_MACROS.items()}
+  values = {field: value for field, value in values.items() if value is not None}
+  if not any(values.get(f) for f in ("train_file", "validation_file", "test_file")):
+    return
+  from prompt_tuning.data import file_tasks, model_vocab  # Local: pulls in TensorFlow.
+  if "label_names" in values:
+    values["label_names"] = tuple(values["label_names"])
+  route = file_tasks.FileRoute(**values)
+  checkpoint = (gin_utils.macro_value("INITIAL_CHECKPOINT_PATH") or
+                gin_utils.macro_value("CHECKPOINT_PATH"))
+  vocabulary = model_vocab.vocabulary_for(checkpoint, config)
+  name = gin_utils.macro_value("MIXTURE_OR_TASK_NAME") or FILE_TASK_NAME
+  llm = config.architecture == "decoder_only" and not config.zero_is_padding
+  _, rank_task = file_tasks.register_route(name, route, vocabulary, add_inputs_eos=not llm)
+  gin_utils.bind("%MIXTURE_OR_TASK_NAME", name)
+  if rank_task and command_name in _EVAL_DATASETS:
+    gin_utils.bind(_EVAL_DATASETS[command_name], rank_task)
 
 
 def execute(command_fn: Callable[[], Callable[..., Any]], argv: Sequence[str]) -> Any:

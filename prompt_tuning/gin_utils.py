@@ -91,8 +91,13 @@ def _quiet_search_misses():
 
 def parse_gin_config(gin_files: Sequence[str],
                      bindings: Sequence[str] = (),
-                     gin_search_paths: Iterable[str] = ()) -> list[str]:
-  """Clears gin, then parses files (later wins) and `NAME=VALUE` bindings; returns file paths."""
+                     gin_search_paths: Iterable[str] = (),
+                     before_finalize: Callable[[], None] | None = None) -> list[str]:
+  """Clears gin, then parses files (later wins) and `NAME=VALUE` bindings; returns file paths.
+
+  `before_finalize` may bind derived defaults (`bind`) once everything is parsed, before gin
+  checks that every macro used is set.
+  """
   gin.clear_config(clear_constants=True)
   paths = search_paths(gin_search_paths)
   for path in paths:
@@ -101,6 +106,8 @@ def parse_gin_config(gin_files: Sequence[str],
   try:
     with _quiet_search_misses():
       gin.parse_config_files_and_bindings(resolved, list(bindings), finalize_config=False)
+    if before_finalize is not None:
+      before_finalize()
     gin.finalize()
   except GinConfigError:
     raise
@@ -156,6 +163,18 @@ def macro_value(name: str, default: Any = None) -> Any:
     return gin.query_parameter(f"%{name}")
   except ValueError:
     return default
+
+
+def bind(name: str, value: Any) -> None:
+  """Binds a gin parameter or `%MACRO` after parsing (the entry points' own derived values)."""
+  with gin.unlock_config():
+    gin.bind_parameter(name, value)
+
+
+def bind_default(macro: str, value: Any) -> None:
+  """Sets `%macro` to `value` unless the parsed files or bindings set it."""
+  if macro_value(macro) is None:
+    bind(f"%{macro}", value)
 
 
 def operative_config_str() -> str:

@@ -66,3 +66,24 @@ def test_prefix_tuning_a_llama_directory_runs(workspace, tmp_path):
   assert all(np.isfinite(_losses(tmp_path / "run")))
   key_value = result.trainable["decoder"]["prefix"]["self_attention"]["key_value"]
   assert key_value.shape == (3, 2, 2, 2, 8)  # [P, layers, k/v, kv_heads, head_dim]
+
+
+def test_own_files_from_the_command_line_with_the_models_tokenizer(workspace, tmp_path):
+  """TRAIN_FILE / VALIDATION_FILE / INPUT_TEMPLATE / CLASS_LABELS: no Python task module; the
+  vocabulary is the checkpoint's; evaluation scores the labels (rank classification)."""
+  folder, model_dir = workspace
+  argv = ["train", "--gin_file=architectures/prompt_tuning.gin",
+          "--gin_file=runs/prompt_finetune.gin", f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
+          f"--gin.TRAIN_FILE='{folder / 'train.tsv'}'",
+          f"--gin.VALIDATION_FILE='{folder / 'dev.tsv'}'",
+          "--gin.INPUT_TEMPLATE='Review: {text} Sentiment:'",
+          "--gin.CLASS_LABELS=['negative', 'positive']",
+          "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}",
+          f"--gin.INITIAL_CHECKPOINT_PATH='{model_dir}'", "--gin.BATCH_SIZE=8",
+          "--gin.TRAIN_STEPS=2", "--gin.EVAL_PERIOD=2", "--gin.PROMPT_LENGTH=4"]
+  result = cli.execute(train_main._command, argv)
+  assert set(result.eval_metrics[2]) == {"file_task_rank_classification"}
+  assert 0.0 <= result.eval_metrics[2]["file_task_rank_classification"]["accuracy"] <= 100.0
+  vocabulary = tokenizer_vocab.model_vocabulary(model_dir)
+  assert file_tasks.default_target_template(vocabulary) == " {label}"
+  assert file_tasks.file_task_label_names("file_task") == (" negative", " positive")

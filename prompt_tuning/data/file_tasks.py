@@ -19,6 +19,7 @@ naming the file, line and column.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 import json
@@ -257,7 +258,9 @@ def register_file_task(
     metrics: Sequence[str | Callable[..., Any]] = ("accuracy",),
     file_format: str | None = None,
     vocabulary: seqio.Vocabulary | None = None,
-    postprocess_fn: Callable[..., Any] | None = None) -> seqio.Task:
+    postprocess_fn: Callable[..., Any] | None = None,
+    target_template: str | None = None,
+    add_inputs_eos: bool = True) -> seqio.Task:
   """Registers (or replaces) the seqio Task `name` over the given files.
 
   Args:
@@ -275,6 +278,12 @@ def register_file_task(
     postprocess_fn: overrides the postprocessor chosen from the metrics
       (class ids with label_names, floats for pearson / spearman only, answer
       lists for squad, decoded text otherwise).
+    target_template: how a label becomes the target text the model sees, e.g.
+      " {label}" (byte-level BPE models read a word after a space as one
+      token); None: the label itself. Predictions are matched to labels with
+      surrounding spaces ignored.
+    add_inputs_eos: append EOS to the inputs (T5: yes; a decoder-only LLM
+      reads inputs and targets as one text, so no).
 
   Returns:
     The registered task.
@@ -290,6 +299,15 @@ def register_file_task(
       split: load_examples(path, input_template, target_column, label_names,
                            file_format, require_target=split != "test")
       for split, path in paths.items()}
+  label_texts = label_names
+  if target_template is not None:
+    _check_target_template(target_template)
+    for columns in examples.values():
+      columns["targets"] = np.array(
+          [target_template.format(label=t) if t else t for t in columns["targets"]],
+          dtype=object)
+    if label_names is not None:
+      label_texts = tuple(target_template.format(label=n) for n in label_names)
   metric_names = [m for m in metrics if isinstance(m, str)]
   metric_fns = [metrics_lib.METRICS_BY_NAME[m] if isinstance(m, str) else m
                 for m in metrics]
@@ -297,8 +315,8 @@ def register_file_task(
     for columns in examples.values():
       columns["answers"] = columns["targets"].reshape(-1, 1)
   if postprocess_fn is None:
-    postprocess_fn = _choose_postprocessor(metric_names, label_names)
-  output_features = vocab_lib.t5_output_features(vocabulary)
+    postprocess_fn = _choose_postprocessor(metric_names, label_texts)
+  output_features = vocab_lib.t5_output_features(vocabulary, add_inputs_eos=add_inputs_eos)
   source = seqio.FunctionDataSource(
       functools.partial(_dataset_fn, examples), splits=list(examples))
   tail = [seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(),
@@ -307,13 +325,13 @@ def register_file_task(
                            output_features=output_features,
                            postprocess_fn=postprocess_fn,
                            metric_fns=metric_fns)
-  _LABEL_NAMES[name] = label_names
+  _LABEL_NAMES[name] = label_texts
   if label_names is not None:
     registry.add_task(
         name + RANK_CLASSIFICATION_SUFFIX, source=source,
         preprocessors=[functools.partial(
             rank_classification.rank_classification_from_labels,
-            label_texts=label_names, mode="eval")] + tail,
+            label_texts=label_texts, mode="eval")] + tail,
         output_features=output_features,
         postprocess_fn=rank_classification.rank_classification_postprocessor,
         metric_fns=[functools.partial(
@@ -322,9 +340,68 @@ def register_file_task(
   return task
 
 
+def _check_target_template(template: str) -> None:
+  fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+  if fields != ["label"]:
+    raise FileTaskError(template, None, None,
+                        "target_template must use {label} exactly once, e.g. ' {label}'")
+
+
 def file_task_label_names(name: str) -> tuple[str, ...] | None:
-  """The label_names a file task was registered with (None: none given)."""
+  """The label texts a file task's targets use (its label_names, through target_template;
+  None: none given)."""
   if name not in _LABEL_NAMES:
     raise ValueError(f"{name!r} is not a registered file task; known: "
                      f"{sorted(_LABEL_NAMES)}.")
   return _LABEL_NAMES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class FileRoute:
+  """A task made from files named on the command line (TRAIN_FILE, VALIDATION_FILE, ...).
+
+  `label_names` (CLASS_LABELS) makes it a classification task, also registered for rank
+  classification (`<name>_rank_classification`); `target_template` None picks the model
+  vocabulary's natural continuation (`default_target_template`).
+  """
+
+  train_file: str | None = None
+  validation_file: str | None = None
+  test_file: str | None = None
+  input_template: str = "{text}"
+  target_column: str = "label"
+  label_names: tuple[str, ...] | None = None
+  target_template: str | None = None
+  file_format: str | None = None
+
+  @property
+  def has_files(self) -> bool:
+    return any((self.train_file, self.validation_file, self.test_file))
+
+
+def default_target_template(vocabulary: seqio.Vocabulary) -> str:
+  """" {label}" when the vocabulary reads a word after a space as its own space-prefixed token
+  (byte-level BPE: GPT-2, Llama 3, SmolLM2, Qwen2), else "{label}" (SentencePiece adds the
+  word-start marker itself)."""
+  spaced = list(vocabulary.encode(" b"))
+  in_context = list(vocabulary.encode("a b"))
+  if spaced and spaced != list(vocabulary.encode("b")) and \
+      in_context == list(vocabulary.encode("a")) + spaced:
+    return " {label}"
+  return "{label}"
+
+
+def register_route(name: str, route: FileRoute, vocabulary: seqio.Vocabulary,
+                   add_inputs_eos: bool = True) -> tuple[str, str | None]:
+  """Registers the route's task (and rank-classification task) over `vocabulary`; returns
+  (task name, rank-classification task name or None)."""
+  template = route.target_template
+  if template is None:
+    template = default_target_template(vocabulary) if route.label_names else None
+  register_file_task(
+      name, train_path=route.train_file, validation_path=route.validation_file,
+      test_path=route.test_file, input_template=route.input_template,
+      target_column=route.target_column, label_names=route.label_names,
+      file_format=route.file_format, vocabulary=vocabulary, target_template=template,
+      add_inputs_eos=add_inputs_eos)
+  return name, (name + RANK_CLASSIFICATION_SUFFIX if route.label_names else None)

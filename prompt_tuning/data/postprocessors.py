@@ -49,10 +49,11 @@ def string_label_to_class_id(output: Any,
                              default: int = -1,
                              example: Mapping[str, Any] | None = None,
                              is_target: bool = False) -> int:
-  """Index of the output string in `label_classes`, or `default` if absent."""
+  """Index of the output string in `label_classes`, or `default` if absent (surrounding spaces
+  ignored: byte-level BPE targets often start with one)."""
   del example, is_target  # Same mapping for targets and predictions.
-  classes = [as_text(c) for c in label_classes]
-  text = as_text(output)
+  classes = [as_text(c).strip() for c in label_classes]
+  text = as_text(output).strip()
   return classes.index(text) if text in classes else default
 
 
