@@ -196,6 +196,13 @@ class LoadedModel:
     rank classification scores label continuations: the target's tokens follow the input's
     (BOS first when the tokenizer adds one) and only they are scored.
     """
+    rows, starts = self._score_rows(inputs, targets)
+    tokens, mask = _pad_rows(rows, self.config.pad_token_id or 0)
+    logits = self.logits(tokens, attention_mask=mask, prompt=prompt)
+    return _target_log_likelihoods(logits, rows, starts)
+
+  def _score_rows(self, inputs: Any, targets: Any) -> tuple[list[list[int]], list[int]]:
+    """Token rows (input then target) and where each row's target starts, for scoring."""
     from prompt_tuning.data import model_vocab  # Local: pulls in seqio / tokenizers.
     if not self.is_decoder_only:
       raise ValueError("score() is for decoder-only models; score encoder-decoder targets with "
@@ -215,15 +222,77 @@ class LoadedModel:
         raise ValueError(f"target {target!r} tokenizes to no tokens; it cannot be scored.")
       rows.append(head + tail)
       starts.append(len(head))
+    return rows, starts
+
+  def _ensemble(self, prompts: Any) -> tuple[nn.Module, dict, int]:
+    """(ensemble module, its params, N) for N prompts ([N, P, D] or a list of [P, D] / .npy)."""
+    from prompt_tuning import ensembles  # Local: only ensembles need it.
+    ensembles.ensemble_module(self.module, 1)  # Checks the model can take an ensemble.
+    length, width = self.module.prompt_length, self.config.emb_dim
+    prompts_NPD = ensembles.stack_prompts(
+        prompts, lambda p: read_prompt(p, self.config, length=length, width=width))
+    module = ensembles.ensemble_module(self.module, len(prompts_NPD))
+    stack = "decoder" if self.is_decoder_only else "encoder"
+    return module, ensembles.ensemble_params(self.params, stack, prompts_NPD), len(prompts_NPD)
+
+  def generate_ensemble(self, inputs: Any, prompts: Any, max_decode_length: int = 32, *,
+                        attention_mask: Any = None, method: str = "greedy", num_beams: int = 4,
+                        alpha: float = 0.6, temperature: float = 1.0, top_k: int = 0,
+                        top_p: float = 1.0, rng: Optional[jax.Array] = None,
+                        eos_id: Optional[int | Sequence[int]] = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Generates with N prompts at once and combines the answers by majority vote.
+
+    `prompts`: an [N, P, D] array or a list of N [P, D] arrays / `.npy` paths (prompt tuning,
+    or P-tuning's exported prompts). The N x B rows run in one call (the frozen weights read
+    once per step). Options are `generate`'s. Returns (combined [B, L], per_prompt [N, B, L]);
+    the vote keeps the most frequent sequence (up to its EOS), ties going to the lowest prompt
+    index.
+    """
+    from prompt_tuning import ensembles  # Local: only ensembles need it.
+    if method not in ("greedy", "beam", "sample"):
+      raise ValueError(f"generate_ensemble(method={method!r}): use 'greedy', 'beam' or 'sample'.")
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    module, params, num_prompts = self._ensemble(prompts)
+    (inputs,), mask = self._token_arrays((inputs,), attention_mask, left_pad=True)
+    eos = self._eos(eos_id)
+    options = dict(method=method, max_decode_length=int(max_decode_length), num_beams=num_beams,
+                   alpha=float(alpha), temperature=float(temperature), top_k=int(top_k),
+                   top_p=float(top_p), eos_id=eos)
+    tiled = ensembles.tile_rows(inputs, num_prompts)
+    if self.is_decoder_only:
+      if mask is None:
+        mask = self.module.apply({"params": self.params}, inputs, method="prefill_validity")
+      tokens = generate_decoder_only(module, params, tiled, rng,
+                                     ensembles.tile_rows(mask, num_prompts), **options)
+    else:
+      tokens = generate_encoder_decoder(module, params, tiled, rng, **options)
+    per_prompt = fill_after_eos(np.asarray(tokens), eos, self.config.output_pad_id)
+    per_prompt = per_prompt.reshape((num_prompts, inputs.shape[0]) + per_prompt.shape[1:])
+    eos_ids = (eos,) if isinstance(eos, int) else eos
+    return ensembles.majority_vote(per_prompt, eos_ids), per_prompt
+
+  def score_ensemble(self, inputs: Any, targets: Any, prompts: Any) -> tuple[np.ndarray,
+                                                                            np.ndarray]:
+    """Rank-classification scores with N prompts in one pass (decoder-only, as `score`).
+
+    Returns (mean log-likelihood over the prompts [K], per-prompt log-likelihoods [N, K]).
+    """
+    from prompt_tuning import ensembles  # Local: only ensembles need it.
+    rows, starts = self._score_rows(inputs, targets)
+    module, params, num_prompts = self._ensemble(prompts)
     tokens, mask = _pad_rows(rows, self.config.pad_token_id or 0)
-    log_probs = jax.nn.log_softmax(
-        self.logits(tokens, attention_mask=mask, prompt=prompt).astype(jnp.float32), axis=-1)
-    log_probs = np.asarray(log_probs)
-    scores = []
-    for row, (tokens_row, start) in enumerate(zip(rows, starts)):
-      positions = np.arange(start, len(tokens_row))
-      scores.append(float(log_probs[row, positions - 1, np.asarray(tokens_row)[positions]].sum()))
-    return np.asarray(scores, np.float32)
+    logits = _apply_call(module, params, (ensembles.tile_rows(tokens, num_prompts),),
+                         decoder_attention_mask=ensembles.tile_rows(mask, num_prompts))
+    per_prompt = _target_log_likelihoods(logits, rows * num_prompts, starts * num_prompts)
+    per_prompt = per_prompt.reshape(num_prompts, len(rows))
+    return per_prompt.mean(axis=0), per_prompt
+
+  def _eos(self, eos_id: Optional[int | Sequence[int]]) -> int | tuple[int, ...]:
+    """The decoding `eos_id` option: given, or the checkpoint's id(s)."""
+    eos = self.config.eos_token_ids if eos_id is None else eos_id
+    eos = int(eos) if isinstance(eos, (int, np.integer)) else tuple(int(e) for e in eos)
+    return eos[0] if isinstance(eos, tuple) and len(eos) == 1 else eos
 
   def generate(self,
                inputs: Any,
@@ -254,9 +323,7 @@ class LoadedModel:
     if rng is None:
       rng = jax.random.PRNGKey(0)
     (inputs,), mask = self._token_arrays((inputs,), attention_mask, left_pad=True)
-    eos = self.config.eos_token_ids if eos_id is None else eos_id
-    eos = int(eos) if isinstance(eos, (int, np.integer)) else tuple(int(e) for e in eos)
-    eos = eos[0] if isinstance(eos, tuple) and len(eos) == 1 else eos
+    eos = self._eos(eos_id)
     options = dict(method=method, max_decode_length=int(max_decode_length), num_beams=num_beams,
                    alpha=float(alpha), temperature=float(temperature), top_k=int(top_k),
                    top_p=float(top_p), eos_id=eos)
@@ -268,6 +335,17 @@ class LoadedModel:
     else:
       tokens = generate_encoder_decoder(self.module, params, inputs, rng, **options)
     return fill_after_eos(np.asarray(tokens), eos, self.config.output_pad_id)
+
+
+def _target_log_likelihoods(logits_BTV: jax.Array, rows: Sequence[Sequence[int]],
+                            starts: Sequence[int]) -> np.ndarray:
+  """[B]: each row's summed log-probability of its tokens from `starts[b]` on (teacher forced)."""
+  log_probs = np.asarray(jax.nn.log_softmax(jnp.asarray(logits_BTV, jnp.float32), axis=-1))
+  scores = []
+  for row, (tokens_row, start) in enumerate(zip(rows, starts)):
+    positions = np.arange(start, len(tokens_row))
+    scores.append(float(log_probs[row, positions - 1, np.asarray(tokens_row)[positions]].sum()))
+  return np.asarray(scores, np.float32)
 
 
 def fill_after_eos(tokens_BL: np.ndarray, eos_id: int | Sequence[int], fill: int) -> np.ndarray:

@@ -37,6 +37,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Optional[str]], ...] = (
     ("prompt_hidden", None),
     ("prefix_kv", None),
     ("tasks", None),
+    ("ensemble", None),
 )
 
 
