@@ -316,20 +316,17 @@ def np_load(path: str | os.PathLike) -> Initializer:
 
 def from_checkpoint_variable(checkpoint_path: str | os.PathLike,
                              variable_path: str = "encoder/prompt/prompt/prompt") -> Initializer:
-  """One variable of a T5X checkpoint (e.g. a trained prompt), read when the initializer runs."""
-
-  def load() -> np.ndarray:
-    from prompt_tuning.checkpoints import t5x  # Local: checkpoint readers pull in tensorstore.
-    return t5x.load_t5x_variable(checkpoint_path, variable_path)
-
-  return from_array(load)
+  """One variable of a checkpoint (T5X, our orbax or Hugging Face; e.g. a trained prompt), read
+  when the initializer runs."""
+  return from_array(embedding_loader(checkpoint_path, variable_path))
 
 
 def embedding_loader(path: Optional[str | os.PathLike] = None,
                      variable_path: str = "token_embedder/embedding"
                      ) -> Optional[Callable[[], np.ndarray]]:
-  """Zero-argument loader of an embedding table from a `.npy` file or a checkpoint (T5X, our
-  orbax or Hugging Face); None for `path` None, which means the restored model's own table.
+  """Zero-argument loader of an embedding table (or any variable) from a `.npy` file or a
+  checkpoint (T5X, our orbax or Hugging Face); None for `path` None, which means the restored
+  model's own table.
 
   Decoder-only checkpoints keep it at 'decoder/token_embedder/embedding'.
   """
