@@ -170,7 +170,11 @@ def summary_lines(outcome: Outcome, command_line: Any = None,
     return lines
   lines += [f"Evaluate the {which} prompt:", "  " + evaluate, "Predict with it:", "  " + infer]
   if use and (prompt_method or "for_inference" in use):
+    paths = list(command_line.gin_search_paths)
+    models = [f"--gin_file={f}" for f in command_line.gin_files if _is_model_file(f, paths)]
     lines += ["Export it for PyTorch (a PEFT prompt-tuning adapter):",
-              f"  python -m prompt_tuning.scripts.export_peft_adapter --prompt_file={use} "
-              f"--output_dir={os.path.join(model_dir, 'peft_adapter')}"]
+              " ".join(["  python -m prompt_tuning.scripts.export_peft_adapter",
+                        f"--prompt_file={shlex.quote(use)}",
+                        f"--output_dir={shlex.quote(os.path.join(model_dir, 'peft_adapter'))}"]
+                       + models)]
   return lines
