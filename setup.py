@@ -10,7 +10,9 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint>=0.6",
     "tensorstore>=0.1.60",
     "seqio>=0.0.19",
-    "tensorflow-cpu>=2.16",
+    # seqio needs tensorflow-text, which requires `tensorflow` itself: asking for tensorflow-cpu
+    # as well would install a second copy of TensorFlow over the first (same files).
+    "tensorflow>=2.16",
     "tensorflow-datasets>=4.9.6",
     "gin-config>=0.5.0",
     "sentencepiece>=0.2.0",
@@ -57,6 +59,9 @@ setup(
             "prompt-tuning-diff-checkpoints=prompt_tuning.scripts.diff_checkpoints:main",
             "prompt-tuning-convert-checkpoint=prompt_tuning.scripts.convert_checkpoint:main",
             "prompt-tuning-fetch-assets=prompt_tuning.scripts.fetch_assets:main",
+            "prompt-tuning-export-peft-adapter=prompt_tuning.scripts.export_peft_adapter:main",
+            "prompt-tuning-import-peft-adapter=prompt_tuning.scripts.import_peft_adapter:main",
+            "prompt-tuning-plot-metrics=prompt_tuning.scripts.plot_metrics:main",
         ],
     },
     license="Apache-2.0",

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_tuning import checkpoints, prompt_files
+from prompt_tuning import checkpoints, prompt_files, prompts
 from prompt_tuning.checkpoints import tree
 from prompt_tuning.models import ModelConfig, build_model
 from prompt_tuning.train import decoding
@@ -529,7 +529,8 @@ def load_model(gin_files: Sequence[str] | str = (),
                gin_search_paths: Sequence[str] = (),
                restore_dtype: Any = None,
                frozen_dtype: Any = None,
-               seed: int = 0) -> LoadedModel:
+               seed: int = 0,
+               vocabulary: Any = None) -> LoadedModel:
   """Builds a model (gin files + `NAME=VALUE` bindings and/or the checkpoint's own config) and
   restores its weights.
 
@@ -549,6 +550,8 @@ def load_model(gin_files: Sequence[str] | str = (),
     restore_dtype: dtype to read checkpoint arrays as (parameters are then cast to float32).
     frozen_dtype: dtype to keep the frozen (non prompt-method) parameters in, e.g. "bfloat16"
       to halve their memory; None keeps float32. Computation runs in the activation dtype.
+    vocabulary: a `seqio.Vocabulary` for prompt initializers that tokenize text (class labels)
+      and were given none; their embedding table is the loaded model's own.
   """
   if isinstance(gin_files, (str, os.PathLike)):
     gin_files = [os.fspath(gin_files)]
@@ -559,6 +562,9 @@ def load_model(gin_files: Sequence[str] | str = (),
   if checkpoint is None:
     params = with_frozen_dtype(init_params(module, config, jax.random.PRNGKey(seed)),
                                frozen_dtype)
+    if prompts.needs_model_context(prompt_config):
+      params = _with_fresh_method_params(module, config, params, jax.random.PRNGKey(seed),
+                                         prompt_config, vocabulary)
   else:
     expected = with_frozen_dtype(param_shapes(module, config), frozen_dtype)
     allow_missing = None if prompt_config is None else METHOD_PARAMS_REGEX
@@ -566,9 +572,13 @@ def load_model(gin_files: Sequence[str] | str = (),
                                      allow_missing=allow_missing)
     params = jax.tree_util.tree_map(jnp.asarray, params)
     if prompt_config is not None:
-      params = _with_fresh_method_params(module, config, params, jax.random.PRNGKey(seed))
+      if vocabulary is None and prompts.needs_model_context(prompt_config):
+        from prompt_tuning.data import model_vocab  # Local: pulls in seqio / tokenizers.
+        vocabulary = model_vocab.vocabulary_for(checkpoint, config)
+      params = _with_fresh_method_params(module, config, params, jax.random.PRNGKey(seed),
+                                         prompt_config, vocabulary)
   return LoadedModel(config=config, module=module, params=params, prompt_config=prompt_config,
-                     checkpoint=checkpoint)
+                     checkpoint=checkpoint, _vocabulary=vocabulary)
 
 
 def model_configs(gin_files: Sequence[str], bindings: Sequence[str] = (),
@@ -625,8 +635,13 @@ def build_any_model(config: ModelConfig, prompt_config: Any = None) -> nn.Module
 
 
 def _with_fresh_method_params(module: nn.Module, config: ModelConfig, params: dict,
-                              rng: jax.Array) -> dict:
-  """Restored frozen `params` plus freshly initialised prompt-method parameters."""
+                              rng: jax.Array, prompt_config: Any = None,
+                              vocabulary: Any = None) -> dict:
+  """Restored frozen `params` plus freshly initialised prompt-method parameters (initializers
+  waiting for the model get `params`' own embedding table and `vocabulary`)."""
+  if prompts.needs_model_context(prompt_config):
+    context = prompts.ModelContext.from_params(params, vocabulary)
+    module = build_any_model(config, prompts.bind_model_context(prompt_config, context))
 
   def init_prompt(rng):  # Under jit, XLA drops the (unused) frozen-weight initialisation.
     return method_subtree(init_params(module, config, rng))

@@ -7,15 +7,22 @@ later files win), `--gin.NAME=VALUE` (a binding; e.g. `--gin.MODEL_DIR="'/tmp/ru
 (passed to `jax.distributed.initialize`; on TPU pods `jax.distributed.initialize()` needs none).
 `--compilation_cache_dir` keeps XLA's compiled programs between runs (JAX's persistent cache), so
 a second run of the same command skips compiling.
+`--help` lists the flags, the gin stack order and the command's required and optional macros
+(read from its gin files); `--dry_run` prints the final configuration and stops. Before anything
+heavy is imported, the gin stack is read as text (`gin_stack`): a macro read but never set, a
+command-line macro no gin file reads (a typo; `--allow_unused_macros` keeps it), a syntax error
+and T5X-only bindings fail in well under a second; T5X's common bindings (e.g.
+`--gin.utils.SaveCheckpointConfig.keep=20`) are read as ours (`t5x_bindings`).
 This module and `gin_utils` are the only places gin is parsed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from absl import app, flags
 
@@ -23,7 +30,8 @@ from absl import app, flags
 _USER_ERROR_NAMES = (
     "GinConfigError", "CheckpointMismatchError", "TaskNotFoundError", "ModelDirError",
     "NonFiniteLossError", "TrainStepsError", "NothingToTrainError", "PromptFileError",
-    "UnknownLogicalAxisError", "FileTaskError", "UsageError", "ModelConfigError")
+    "UnknownLogicalAxisError", "FileTaskError", "UsageError", "PromptInitError",
+    "BestMetricError", "ScheduleError", "ModelConfigError")
 
 FLAGS = flags.FLAGS
 
@@ -54,6 +62,11 @@ def define_flags() -> None:
   flags.DEFINE_string("compilation_cache_dir", default_compilation_cache_dir(),
                       "folder of JAX's persistent compilation cache (reruns skip compiling); "
                       "'' disables it. JAX_COMPILATION_CACHE_DIR, when set, wins.")
+  flags.DEFINE_bool("dry_run", False, "print the final configuration (gin files, every macro's "
+                    "value and where it was set, the model) and stop before reading any "
+                    "checkpoint or data.")
+  flags.DEFINE_bool("allow_unused_macros", False, "accept --gin.NAME=VALUE macros that no gin "
+                    "file of the command reads (by default an error: usually a misspelt name).")
 
 
 class UsageError(ValueError):
@@ -115,9 +128,40 @@ def _is_user_error(error: BaseException) -> bool:
   return any(cls.__name__ in _USER_ERROR_NAMES for cls in type(error).__mro__)
 
 
-def _configured_call(command: Callable[..., Any]) -> Any:
-  """Parses the gin stack, builds the model config and calls the gin-bound `command`."""
-  from prompt_tuning import api, gin_utils  # Local: keep `--help` fast.
+@dataclasses.dataclass(frozen=True)
+class CommandLine:
+  """The gin part of a command line as it will be used (T5X bindings already rewritten)."""
+
+  gin_files: tuple[str, ...]
+  bindings: tuple[str, ...]
+  gin_search_paths: tuple[str, ...]
+  tfds_data_dir: Optional[str] = None
+
+
+def _preflight() -> tuple[CommandLine, Any]:
+  """Reads the gin stack as text and checks its macros; nothing heavy is imported yet.
+
+  Returns the command line to use and the `gin_stack.GinStack`.
+  """
+  from prompt_tuning import gin_stack  # Local: gin only, no JAX / TensorFlow.
+  bindings, notes = gin_stack.translate_t5x_bindings(FLAGS.gin_bindings)
+  for note in notes:
+    print(note, file=sys.stderr, flush=True)
+  stack = gin_stack.read_stack(FLAGS.gin_file, bindings, FLAGS.gin_search_paths)
+  stack.check(allow_unused=FLAGS.allow_unused_macros)
+  return CommandLine(tuple(FLAGS.gin_file), tuple(bindings), tuple(FLAGS.gin_search_paths),
+                     FLAGS.tfds_data_dir), stack
+
+
+def _configured_call(command_fn: Callable[[], Callable[..., Any]]) -> Any:
+  """Checks and parses the gin stack, builds the model config and calls the gin-bound command
+  that `command_fn()` returns (imported only after the checks)."""
+  command_line, stack = _preflight()
+  from prompt_tuning import log_noise  # Local: keep `--help` and the checks above fast.
+  if _quiet:
+    log_noise.import_tensorflow_quietly()
+    log_noise.drop_seqio_noise()
+  from prompt_tuning import api, gin_utils
   from prompt_tuning.models import config as model_config
 
   _initialize_distributed()
@@ -125,27 +169,37 @@ def _configured_call(command: Callable[..., Any]) -> Any:
   if FLAGS.tfds_data_dir:
     import seqio
     seqio.set_tfds_data_dir_override(FLAGS.tfds_data_dir)
-  gin_utils.parse_gin_config(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths,
-                             before_finalize=_default_file_task_name)
+  gin_utils.parse_gin_config(command_line.gin_files, command_line.bindings,
+                             command_line.gin_search_paths, before_finalize=_default_file_task_name)
   if gin_utils.binds_model_config():
     config = gin_utils.call_configured(model_config.ModelConfig)
   else:  # No models/*.gin: the architecture and sizes come from the checkpoint (HF dir, GGUF).
     checkpoint = (gin_utils.macro_value("INITIAL_CHECKPOINT_PATH") or
                   gin_utils.macro_value("CHECKPOINT_PATH"))
-    config = api.checkpoint_model_config(checkpoint, FLAGS.gin_bindings)
+    config = api.checkpoint_model_config(checkpoint, command_line.bindings)
   prompt_config = api._prompt_config_from_gin()
+  if FLAGS.dry_run:
+    from prompt_tuning import cli_help
+    print(cli_help.dry_run_text(stack, config, prompt_config, gin_utils.config_str()), flush=True)
+    return None
+  command = command_fn()
   _register_file_route(config, getattr(command, "__name__", ""))
   kwargs: dict[str, Any] = dict(model_config=config, prompt_config=prompt_config)
-  if "config_text" in getattr(command, "__code__").co_varnames:
+  arguments = getattr(command, "__code__").co_varnames
+  if "config_text" in arguments:
     kwargs["config_text"] = gin_utils.config_str()
+  if "command_line" in arguments:
+    kwargs["command_line"] = command_line
   return gin_utils.call_configured(command, **kwargs)
 
 
-# Macros of the command-line file route -> `file_tasks.FileRoute` fields.
+# Macros of the command-line file route -> `file_tasks.FileRoute` fields (the commands read
+# them, not a gin configurable; `gin_stack` knows them).
 FILE_ROUTE_MACROS = {"TRAIN_FILE": "train_file", "VALIDATION_FILE": "validation_file",
                      "TEST_FILE": "test_file", "INPUT_TEMPLATE": "input_template",
                      "TARGET_COLUMN": "target_column", "CLASS_LABELS": "label_names",
                      "TARGET_TEMPLATE": "target_template", "FILE_FORMAT": "file_format"}
+FILE_MACROS = ("TRAIN_FILE", "VALIDATION_FILE", "TEST_FILE")
 # Where each command's dataset takes its task from (rank classification for evaluation).
 _EVAL_DATASETS = {"train": "train_eval/data.DatasetConfig.mixture_or_task_name",
                   "evaluate": "data.DatasetConfig.mixture_or_task_name"}
@@ -158,7 +212,7 @@ def _default_file_task_name() -> None:
   """With TRAIN_FILE / VALIDATION_FILE / TEST_FILE, MIXTURE_OR_TASK_NAME defaults to
   "file_task" (the name the route registers)."""
   from prompt_tuning import gin_utils
-  if any(gin_utils.macro_value(m) for m in ("TRAIN_FILE", "VALIDATION_FILE", "TEST_FILE")):
+  if any(gin_utils.macro_value(m) for m in FILE_MACROS):
     gin_utils.bind_default("MIXTURE_OR_TASK_NAME", FILE_TASK_NAME)
 
 
@@ -196,7 +250,7 @@ def execute(command_fn: Callable[[], Callable[..., Any]], argv: Sequence[str]) -
   define_flags()
   FLAGS.unparse_flags()
   FLAGS(rewrite_gin_args(argv))
-  return _configured_call(command_fn())
+  return _configured_call(command_fn)
 
 
 def user_error_message(error: BaseException) -> str | None:
@@ -207,22 +261,66 @@ def user_error_message(error: BaseException) -> str | None:
   return None
 
 
-def run(command_fn: Callable[[], Callable[..., Any]], argv: Sequence[str] | None = None) -> None:
-  """Runs a command (a function returning the gin-bound callable) with absl flag parsing."""
+# Whether to drop the log lines `log_noise` lists (off with --verbosity / --alsologtostderr).
+_quiet = True
+_HELP_ARGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
+
+
+def print_help(name: str, argv: Sequence[str]) -> None:
+  """Prints the command's help page; `--gin_file`s in `argv` select the stack it describes."""
+  from prompt_tuning import cli_help, gin_stack  # Local: gin only.
+  command = cli_help.COMMANDS[name]
+  try:
+    FLAGS([a for a in argv if a not in _HELP_ARGS])
+  except flags.Error:
+    FLAGS.unparse_flags()
+  user_files = list(FLAGS.gin_file) if FLAGS.is_parsed() else []
+  bindings = list(FLAGS.gin_bindings) if FLAGS.is_parsed() else []
+  paths = list(FLAGS.gin_search_paths) if FLAGS.is_parsed() else []
+  stack = gin_stack.read_stack(user_files or [command.run_gin], bindings if user_files else (),
+                               paths)
+  flag_lines = []
+  for flag_name in ("gin_file", "gin_bindings", "gin_search_paths", "tfds_data_dir", "dry_run",
+                    "allow_unused_macros", "compilation_cache_dir", "multiprocess_gpu",
+                    "coordinator_address", "process_count", "process_index"):
+    flag = FLAGS[flag_name]
+    default = "" if flag.default in (None, [], "", False) else f" (default: {flag.default_as_str})"
+    flag_lines.append(f"  --{flag_name}: {flag.help.split(';')[0]}{default}")
+  flag_lines.append("  --verbosity=0 / --alsologtostderr: show every library log line.")
+  print(cli_help.help_text(command, stack, flag_lines, user_files))
+
+
+def run(command_fn: Callable[[], Callable[..., Any]], argv: Sequence[str] | None = None,
+        *, name: str = "train") -> None:
+  """Runs a command (a function returning the gin-bound callable) with absl flag parsing.
+
+  `name` ('train', 'eval' or 'infer') selects the help page.
+  """
+  global _quiet
   define_flags()
   try:
     argv = rewrite_gin_args(sys.argv if argv is None else argv)
   except UsageError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
-  quiet = not any(a.startswith(("--verbosity", "-v=", "--alsologtostderr")) for a in argv)
+  if any(arg in _HELP_ARGS for arg in argv[1:]):
+    try:
+      print_help(name, argv)
+    except Exception as error:  # pylint: disable=broad-except
+      message = user_error_message(error)
+      if message is None:
+        raise
+      print(message, file=sys.stderr, flush=True)
+      sys.exit(1)
+    sys.exit(0)
+  _quiet = not any(a.startswith(("--verbosity", "-v=", "--alsologtostderr")) for a in argv)
 
   def main(unused_argv: Sequence[str]) -> None:
-    if quiet:  # Library INFO logs (orbax, seqio) drown the progress lines.
+    if _quiet:  # Library INFO logs (orbax, seqio) drown the progress lines.
       from absl import logging
       logging.set_verbosity(logging.WARNING)
     try:
-      _configured_call(command_fn())
+      _configured_call(command_fn)
     except Exception as error:  # pylint: disable=broad-except
       message = user_error_message(error)
       if message is None:

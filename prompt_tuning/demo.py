@@ -5,8 +5,8 @@
 Runs `python -m prompt_tuning.train` in-process with `models/demo_tiny_prompt.gin` +
 `runs/demo.gin`: the frozen model (prompt_tuning/assets/demo, made by tools/make_demo_assets.py)
 copies bare letter strings; a 10-position prompt is trained to make it reverse them instead
-(task `demo_reverse`). Prints exact match before and after training, the prompt file, and the
-eval / infer commands that reuse it.
+(task `demo_reverse`). Prints exact match before and after training; the training run's summary
+names the prompt file (the best evaluation's) and the eval / infer commands that reuse it.
 """
 
 from __future__ import annotations
@@ -29,19 +29,6 @@ def _train_argv(model_dir: str, checkpoint: str, steps: int) -> list[str]:
           f"--gin.TRAIN_STEPS={DEMO_FROZEN_STEP + steps}"]
 
 
-def _reuse_commands(checkpoint: str, prompt_file: str, model_dir: str) -> list[str]:
-  common = ["--gin_file=models/demo_tiny_prompt.gin",
-            f"--gin.INITIAL_CHECKPOINT_PATH='{checkpoint}'", f"--gin.PROMPT_FILE='{prompt_file}'",
-            "--gin.MIXTURE_OR_TASK_NAME='demo_reverse'",
-            "--gin.MIXTURE_OR_TASK_MODULE='prompt_tuning.data.demo_tasks'",
-            "--gin.TASK_FEATURE_LENGTHS={'inputs': 24, 'targets': 12}"]
-  evaluate = (["python", "-m", "prompt_tuning.eval"] + common +
-              ["--gin_file=runs/prompt_eval.gin", f"--gin.EVAL_OUTPUT_DIR='{model_dir}/eval'"])
-  infer = (["python", "-m", "prompt_tuning.infer"] + common +
-           ["--gin_file=runs/prompt_infer.gin", f"--gin.INFER_OUTPUT_DIR='{model_dir}/infer'"])
-  return [" ".join(_shell(a) for a in cmd) for cmd in (evaluate, infer)]
-
-
 def _shell(arg: str) -> str:
   """`--gin.NAME=VALUE` as T5X users write it (VALUE in double quotes); other args shell-quoted."""
   if arg.startswith("--gin.") and "=" in arg:
@@ -58,9 +45,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
   args = parser.parse_args(argv)
   model_dir = os.path.abspath(args.model_dir or tempfile.mkdtemp(prefix="prompt_tuning_demo_"))
 
-  import logging
-  logging.getLogger("absl").setLevel(logging.ERROR)  # seqio warns about uncached in-memory tasks.
-  from prompt_tuning import cli
+  from prompt_tuning import cli, log_noise
+  log_noise.import_tensorflow_quietly()
+  log_noise.drop_seqio_noise()
   from prompt_tuning.data import demo_tasks
   from prompt_tuning.train import __main__ as train_main
 
@@ -86,11 +73,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
   print(f"exact match on {task} validation: {before:.1f}% with the untrained prompt -> "
         f"{after:.1f}% after {result.step - steps[0]} steps "
         f"({time.perf_counter() - started:.0f} s in all)")
-  print(f"prompt: {prompt_file}")
-  print(f"metrics: {os.path.join(model_dir, 'metrics.jsonl')}")
-  print("Reuse the prompt:")
-  for command in _reuse_commands(checkpoint, prompt_file, model_dir):
-    print("  " + command)
   return {"before": before, "after": after, "prompt_file": prompt_file}
 
 

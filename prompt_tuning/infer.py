@@ -9,7 +9,7 @@ def _command():
 
 
 def main() -> None:
-  cli.run(_command)
+  cli.run(_command, name="infer")
 
 
 if __name__ == "__main__":

@@ -155,13 +155,17 @@ def load_prompt_file(path: PathLike,
   """Reads a `.npy` prompt file as float32 [P, D] and validates it (see `validate_prompt`).
 
   Args:
-    path: a `.npy` file holding one [P, D] floating-point array (local, or gs://...).
+    path: a `.npy` file holding one [P, D] floating-point array (local, or gs://...), or a
+      Hugging Face PEFT prompt-tuning adapter folder (adapter_config.json +
+      adapter_model.safetensors, as PEFT's `save_pretrained` writes it).
     config: the model the prompt is for (`T5Config`; its `emb_dim` is D).
     length: the model's PROMPT_LENGTH (expected P); None = any.
     width: expected D when no config is at hand.
     target: what the prompt is checked against, for error messages.
   """
   path = os.fspath(path)
+  if "://" not in path and os.path.isdir(path):
+    return _load_adapter_folder(path, config, length=length, width=width, target=target)
   source = f"prompt file {path}"
   data = io.BytesIO(_read_bytes(path))
   if zipfile.is_zipfile(data):
@@ -179,6 +183,22 @@ def load_prompt_file(path: PathLike,
         f"{source} is not a readable NumPy .npy array ({error}); write prompts with numpy.save "
         "or prompt_tuning.prompt_files.save_prompt_file.") from error
   return validate_prompt(array, config, length=length, width=width, source=source, target=target)
+
+
+def _load_adapter_folder(path: str, config: Optional["T5Config"], *, length: Optional[int],
+                         width: Optional[int], target: str) -> np.ndarray:
+  """The [P, D] prompt of a PEFT prompt-tuning adapter folder, checked like a `.npy` file."""
+  from prompt_tuning import peft_interchange  # Local: it imports this module.
+  if not os.path.isfile(os.path.join(path, peft_interchange.ADAPTER_CONFIG_FILE)):
+    raise PromptFileError(
+        f"prompt file {path} is a folder without {peft_interchange.ADAPTER_CONFIG_FILE}: pass a "
+        "`.npy` prompt [P, D] or a PEFT prompt-tuning adapter folder.")
+  try:
+    prompt = peft_interchange.import_peft_adapter(path)
+  except ValueError as error:
+    raise PromptFileError(str(error)) from error
+  return validate_prompt(prompt, config, length=length, width=width,
+                         source=f"PEFT adapter {path}", target=target)
 
 
 def save_prompt_file(path: PathLike, prompt: Any) -> pathlib.Path:

@@ -63,10 +63,12 @@ def test_train_then_eval_and_infer_from_the_exported_prompt(workspace, capsys):
   losses = _losses(model_dir)
   assert sorted(losses) == [FROZEN_STEP + 1, FROZEN_STEP + 2]
   assert all(np.isfinite(v) and v > 0 for v in losses.values())
-  record = json.loads(open(model_dir / "metrics.jsonl").readline())
-  for field in ("step", "loss", "loss_per_nonpadding_target_token", "accuracy", "learning_rate",
-                "examples_per_second"):
+  records = [json.loads(line) for line in open(model_dir / "metrics.jsonl")]
+  record = records[0]
+  for field in ("step", "loss", "loss_per_nonpadding_target_token", "token_accuracy",
+                "learning_rate"):
     assert field in record
+  assert "examples_per_second" in [r for r in records if r["split"] == "train"][1]  # Step 1 compiles.
   assert record["learning_rate"] == pytest.approx(0.3)
   assert (model_dir / "config.gin").exists()
   assert "accuracy" in result.eval_metrics[FROZEN_STEP + 2][TASK]

@@ -72,3 +72,12 @@ def t5_output_features(
           vocabulary=vocabulary, add_eos=add_inputs_eos, required=False),
       "targets": seqio.Feature(vocabulary=vocabulary, add_eos=add_targets_eos),
   }
+
+
+def vocabulary_from_file(
+    path: str | os.PathLike[str] | None = None,
+    extra_ids: int = DEFAULT_EXTRA_IDS) -> seqio.SentencePieceVocabulary | None:
+  """A T5-style SentencePiece vocabulary from `path`; None (the run's vocabulary) for None."""
+  if path is None:
+    return None
+  return sentencepiece_vocabulary(path, extra_ids=extra_ids)

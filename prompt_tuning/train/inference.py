@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import Any, Optional, TextIO
 
@@ -22,17 +23,42 @@ from prompt_tuning.train import data, evaluation, model_setup, models, partition
 def _prepared(model_config: T5Config, prompt_config: Any, checkpoint_path: Optional[str],
               prompt_file: Optional[str], trained_checkpoint_path: Optional[str],
               restore_dtype: Optional[str], frozen_dtype: Optional[str], num_partitions: int,
-              decode_config: models.DecodeConfig, batch_size: int
+              decode_config: models.DecodeConfig, dataset_cfg: data.DatasetConfig
               ) -> tuple[model_setup.RunModel, Any, evaluation.ModelFns]:
   run = model_setup.build_run_model(model_config, prompt_config)
-  params = model_setup.initial_params(run, checkpoint_path, restore_dtype=restore_dtype,
-                                      frozen_dtype=frozen_dtype)
+  params = model_setup.initial_params(
+      run, checkpoint_path, restore_dtype=restore_dtype, frozen_dtype=frozen_dtype,
+      vocabulary=model_setup.vocabulary_for_init(prompt_config, dataset_cfg))
   if trained_checkpoint_path:
     params = model_setup.overlay_trained(params, trained_checkpoint_path)
   params = model_setup.with_prompt_file(params, prompt_file)
   mesh = partitioning.make_mesh(num_partitions)
   params = partitioning.place(params, partitioning.param_shardings(run.axes, run.shapes, mesh))
-  return run, params, evaluation.ModelFns(run.module, decode_config, mesh, batch_size)
+  return run, params, evaluation.ModelFns(run.module, decode_config, mesh,
+                                         dataset_cfg.batch_size)
+
+
+_STEP_FOLDER = re.compile(r"^checkpoint_(\d+)$")
+
+
+def prompt_step(prompt_file: Optional[str],
+                trained_checkpoint_path: Optional[str]) -> Optional[int]:
+  """The training step the evaluated prompt comes from, where its path tells it.
+
+  A prompt exported by training sits in a `checkpoint_<step>` folder
+  (`numpy_checkpoints/checkpoint_3300/...npy`, `best/checkpoint_3200/...`, an adapter folder
+  inside one); a trained checkpoint records its step. None when unknown (e.g. a released prompt).
+  """
+  if trained_checkpoint_path and not prompt_file:
+    from prompt_tuning.checkpoints import orbax as orbax_format  # Local: orbax is heavy.
+    return orbax_format.checkpoint_step(trained_checkpoint_path)
+  if not prompt_file:
+    return None
+  for part in reversed(os.path.normpath(os.fspath(prompt_file)).split(os.sep)):
+    match = _STEP_FOLDER.match(part)
+    if match:
+      return int(match.group(1))
+  return None
 
 
 def evaluate(*,
@@ -51,20 +77,28 @@ def evaluate(*,
   """Metrics of every task of the dataset's split; written to `output_dir/metrics.json`.
 
   seqio also writes each task's inferences and metrics under `output_dir/inference_eval/`.
+  Both are labelled with the prompt's training step where known (`prompt_step`), else the
+  frozen checkpoint's; metrics.json records both steps.
   """
   stream = stream or sys.stdout
   os.makedirs(output_dir, exist_ok=True)
   run, params, fns = _prepared(model_config, prompt_config, checkpoint_path, prompt_file,
                                trained_checkpoint_path, restore_dtype, frozen_dtype,
-                               num_partitions, decode_config, dataset_cfg.batch_size)
-  step = model_setup.checkpoint_step(checkpoint_path)
+                               num_partitions, decode_config, dataset_cfg)
+  frozen_step = model_setup.checkpoint_step(checkpoint_path)
+  step = prompt_step(prompt_file, trained_checkpoint_path)
+  if step is None:
+    step = frozen_step
   evaluator = evaluation.Evaluation(dataset_cfg, fns, model_config, run.prompt_length,
                                     log_dir=os.path.join(output_dir, "inference_eval"))
   results = evaluator.evaluate(params, step)
   if jax.process_index() == 0:
     path = os.path.join(output_dir, "metrics.json")
+    record = {"step": step, "split": dataset_cfg.split, "metrics": results,
+              "frozen_checkpoint_step": frozen_step, "prompt_file": prompt_file,
+              "trained_checkpoint_path": trained_checkpoint_path}
     with open(path + ".tmp", "w", encoding="utf-8") as f:
-      json.dump({"step": step, "split": dataset_cfg.split, "metrics": results}, f, indent=2)
+      json.dump(record, f, indent=2)
     os.replace(path + ".tmp", path)
     for task, values in results.items():
       shown = "  ".join(f"{name} {value:.4f}" for name, value in values.items())
@@ -90,7 +124,7 @@ def infer(*,
   stream = stream or sys.stdout
   run, params, fns = _prepared(model_config, prompt_config, checkpoint_path, prompt_file,
                                trained_checkpoint_path, restore_dtype, frozen_dtype,
-                               num_partitions, decode_config, dataset_cfg.batch_size)
+                               num_partitions, decode_config, dataset_cfg)
   written = evaluation.infer_to_jsonl(params, fns, dataset_cfg, model_config,
                                       run.prompt_length, output_dir)
   if jax.process_index() == 0:

@@ -1,4 +1,10 @@
-"""Where per-step figures go: the console, TensorBoard (clu) and MODEL_DIR/metrics.jsonl."""
+"""Where per-step figures go: the console, TensorBoard (clu) and MODEL_DIR/metrics.jsonl.
+
+The console shows what a person reads: the loss per target token, the token accuracy as a
+percentage, throughput and an ETA that leaves out compilation; evaluation lines say their
+metrics are per-example scores (0-100, as seqio computes them). metrics.jsonl and TensorBoard
+keep every figure under its name, T5X's summed `loss` included.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import jax
 
 METRICS_FILE = "metrics.jsonl"
 # Figures of each logged step in metrics.jsonl, in this order (then any others).
-JSONL_FIELDS = ("loss", "loss_per_nonpadding_target_token", "accuracy", "learning_rate",
+JSONL_FIELDS = ("loss", "loss_per_nonpadding_target_token", "token_accuracy", "learning_rate",
                 "examples_per_second")
 
 
@@ -21,6 +27,18 @@ def _format_eta(seconds: float) -> str:
   hours, rest = divmod(seconds, 3600)
   minutes, seconds = divmod(rest, 60)
   return f"{hours:d}:{minutes:02d}:{seconds:02d}"
+
+
+def console_train_line(step: int, total_steps: int, figures: Mapping[str, float]) -> str:
+  """One training progress line: per-token loss, token accuracy (%), throughput, ETA."""
+  line = (f"step {step}/{total_steps}  loss/token {figures['loss_per_nonpadding_target_token']:.4f}"
+          f"  token accuracy {100 * figures['token_accuracy']:.1f}%")
+  if "seconds_per_step" in figures:
+    eta = _format_eta((total_steps - step) * figures["seconds_per_step"])
+    line += f"  {figures['examples_per_second']:.1f} examples/s  ETA {eta}"
+  if "first_step_seconds" in figures:
+    line += f"  (first step {figures['first_step_seconds']:.1f} s, compiling)"
+  return line
 
 
 class MetricsLog:
@@ -48,12 +66,8 @@ class MetricsLog:
 
   def log_train(self, step: int, figures: Mapping[str, float]) -> None:
     """One logged training step: console line, TensorBoard scalars, a metrics.jsonl record."""
-    eta = _format_eta((self.total_steps - step) * figures.get("seconds_per_step", 0.0))
     if self._is_writer:
-      print(f"step {step}/{self.total_steps}  loss {figures['loss']:.4f}  "
-            f"accuracy {figures['accuracy']:.3f}  "
-            f"{figures['examples_per_second']:.1f} examples/s  ETA {eta}",
-            file=self.stream, flush=True)
+      print(console_train_line(step, self.total_steps, figures), file=self.stream, flush=True)
     ordered = {"step": int(step), "split": self.label}
     ordered.update({name: figures[name] for name in JSONL_FIELDS if name in figures})
     ordered.update({k: v for k, v in figures.items() if k not in ordered})
@@ -65,8 +79,9 @@ class MetricsLog:
   def log_eval(self, step: int, task: str, metrics: Mapping[str, float]) -> None:
     """Evaluation figures of one task at `step`."""
     if self._is_writer:
-      shown = "  ".join(f"{name} {value:.4f}" for name, value in metrics.items())
-      print(f"eval step {step}  {task}: {shown}", file=self.stream, flush=True)
+      shown = "  ".join(f"{name} {value:.2f}" for name, value in metrics.items())
+      print(f"eval step {step}  {task}: {shown}  (per example, 0-100)", file=self.stream,
+            flush=True)
     self._append_jsonl({"step": int(step), "split": "eval", "task": task, **metrics})
     if self._writer is not None:
       self._writer.write_scalars(step, {f"eval/{task}/{k}": v for k, v in metrics.items()})

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_tuning import api, checkpoints
+from prompt_tuning import api, checkpoints, prompts
 from prompt_tuning.checkpoints import orbax as orbax_format
 from prompt_tuning.checkpoints import tree
 from prompt_tuning.models import T5Config
@@ -60,27 +60,70 @@ def checkpoint_step(path: Optional[str]) -> int:
 
 def initial_params(run: RunModel, checkpoint: Optional[str], *, restore_dtype: Any = None,
                    frozen_dtype: Any = None, trainable_regex: str = api.METHOD_PARAMS_REGEX,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, vocabulary: Any = None) -> dict:
   """Frozen weights from `checkpoint` (T5X, orbax or Hugging Face) + fresh method parameters.
 
   Parameters not matching `trainable_regex` are kept in `frozen_dtype` (None: float32), read
   from the checkpoint straight into it. With no checkpoint every parameter is random (seeded):
-  useful for tests and benchmarks only.
+  useful for tests and benchmarks only. Initializers built on the model's own embedding table
+  (class labels, sampled vocabulary) get the restored table and `vocabulary` (see
+  `init_method_params`).
   """
   rng = jax.random.PRNGKey(seed)
   if not checkpoint:
-    return jax.jit(lambda r: api.with_frozen_dtype(
+    params = jax.jit(lambda r: api.with_frozen_dtype(
         api.init_params(run.module, run.config, r), frozen_dtype, trainable_regex))(rng)
-  allow_missing = api.METHOD_PARAMS_REGEX if run.prompt_config is not None else None
-  expected = api.with_frozen_dtype(run.shapes, frozen_dtype, trainable_regex)
-  params = checkpoints.load_params(checkpoint, expected, run.config,
-                                   restore_dtype=restore_dtype, allow_missing=allow_missing)
+    if not prompts.needs_model_context(run.prompt_config):
+      return params
+  else:
+    allow_missing = api.METHOD_PARAMS_REGEX if run.prompt_config is not None else None
+    expected = api.with_frozen_dtype(run.shapes, frozen_dtype, trainable_regex)
+    params = checkpoints.load_params(checkpoint, expected, run.config,
+                                     restore_dtype=restore_dtype, allow_missing=allow_missing)
   if run.prompt_config is None:
     return params
-  fresh = jax.jit(lambda r: api.method_subtree(api.init_params(run.module, run.config, r)))(rng)
+  return init_method_params(run, params, rng, vocabulary)
+
+
+# --- Method parameters from the restored model (class-label / sampled-vocabulary init) --------
+
+
+def init_method_params(run: RunModel, params: dict, rng: jax.Array,
+                       vocabulary: Any = None) -> dict:
+  """`params` (restored frozen weights) with freshly initialised prompt-method parameters.
+
+  Initializers that wait for the model (`prompts.EmbeddingInitializer` with no table or
+  vocabulary) are bound first to `params`' own `token_embedder/embedding` and to `vocabulary`
+  (a `seqio.Vocabulary`: the task's output vocabulary, else the model's).
+  """
+  module = run.module
+  if prompts.needs_model_context(run.prompt_config):
+    context = prompts.ModelContext.from_params(params, vocabulary)
+    module = api.build_any_model(run.config, prompts.bind_model_context(run.prompt_config,
+                                                                         context))
+  fresh = jax.jit(lambda r: api.method_subtree(api.init_params(module, run.config, r)))(rng)
   flat = tree.flatten_params(params)
   flat.update(tree.flatten_params(fresh))
   return tree.unflatten_params(flat)
+
+
+def task_vocabulary(dataset_cfg: Any) -> Any:
+  """The `targets` (else `inputs`) vocabulary of a dataset config's task (a mixture: its first
+  task's): what class labels are tokenized with."""
+  import seqio  # Local: only runs whose prompt init reads text need the task here.
+  from prompt_tuning.train import data
+  task = data.get_mixture_or_task(dataset_cfg.mixture_or_task_name, dataset_cfg.module)
+  first = task.tasks[0] if isinstance(task, seqio.Mixture) else task
+  features = first.output_features
+  feature = features.get("targets") or features.get("inputs")
+  return None if feature is None else feature.vocabulary
+
+
+def vocabulary_for_init(prompt_config: Any, dataset_cfg: Any) -> Any:
+  """`task_vocabulary(dataset_cfg)` when the prompt init tokenizes text, else None."""
+  if dataset_cfg is None or not prompts.needs_model_context(prompt_config):
+    return None
+  return task_vocabulary(dataset_cfg)
 
 
 def overlay_trained(params: dict, trained_checkpoint: str) -> dict:

@@ -64,6 +64,53 @@ def rsqrt_schedule(learning_rate: float = 1.0, warmup_steps: int = 10_000) -> Sc
       jnp.maximum(jnp.asarray(step, jnp.float32), warmup_steps))
 
 
+class ScheduleError(ValueError):
+  """An LR_SCHEDULE / WARMUP_STEPS that cannot be used."""
+
+
+SCHEDULES = ("constant", "linear", "cosine", "rsqrt")
+
+
+def make_schedule(name: str, learning_rate: float, *, warmup_steps: int = 0,
+                  start_step: int = 0, total_steps: Optional[int] = None
+                  ) -> Union[float, Schedule]:
+  """The learning rate over the global step, as LR_SCHEDULE names it.
+
+  'constant': T5X's constant (the paper's 0.3); 'linear' / 'cosine': decay from
+  `learning_rate` at `start_step` (the frozen checkpoint's step) to 0 at `total_steps`;
+  'rsqrt': T5X's 'constant * rsqrt_decay', `learning_rate / sqrt(max(step, warmup_steps))` on the
+  global step. Except for 'rsqrt', `warmup_steps` > 0 ramps linearly from 0 over the run's first
+  `warmup_steps` steps. A constant with no warmup is returned as a float.
+  """
+  if name not in SCHEDULES:
+    raise ScheduleError(f"LR_SCHEDULE={name!r}: use one of {list(SCHEDULES)}.")
+  if warmup_steps < 0:
+    raise ScheduleError(f"WARMUP_STEPS={warmup_steps} must be >= 0.")
+  if name == "rsqrt":
+    return rsqrt_schedule(learning_rate, max(int(warmup_steps), 1))
+  if name == "constant" and not warmup_steps:
+    return float(learning_rate)
+  span = None
+  if name in ("linear", "cosine"):
+    if total_steps is None or total_steps <= start_step:
+      raise ScheduleError(f"LR_SCHEDULE={name!r} decays to 0 at TRAIN_STEPS, which must be above "
+                          f"the starting step {start_step}.")
+    span = float(total_steps - start_step)
+
+  def schedule(step: jax.Array) -> jax.Array:
+    run_step = jnp.asarray(step, jnp.float32) - start_step
+    rate = jnp.asarray(learning_rate, jnp.float32)
+    if name == "linear":
+      rate = rate * jnp.clip(1.0 - run_step / span, 0.0, 1.0)
+    elif name == "cosine":
+      rate = rate * 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.clip(run_step / span, 0.0, 1.0)))
+    if warmup_steps:
+      rate = rate * jnp.clip((run_step + 1.0) / warmup_steps, 0.0, 1.0)
+    return rate
+
+  return schedule
+
+
 class ParamState(NamedTuple):
   """Adafactor moments of one parameter ([1] placeholders where unused, as T5X)."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import time
 from typing import Any, Callable, Optional, TextIO
 
 import jax
@@ -18,9 +19,11 @@ import jax.numpy as jnp
 
 from prompt_tuning import api
 from prompt_tuning.models import T5Config
+from prompt_tuning.checkpoints import orbax as orbax_format
+from prompt_tuning.train import best
 from prompt_tuning.train import checkpoints as train_checkpoints
 from prompt_tuning.train import (data, evaluation, metrics_log, model_setup, models, optim,
-                                 partitioning, trainer)
+                                 partitioning, summary, trainer)
 
 
 class TrainStepsError(ValueError):
@@ -73,36 +76,59 @@ def train(*,
           restore_dtype: Optional[str] = None,
           frozen_dtype: Optional[str] = None,
           tensorboard: bool = True,
+          lr_schedule: str = "constant",
+          warmup_steps: int = 0,
+          best_metric: Optional[str] = None,
+          best_metric_mode: str = "max",
+          early_stopping_patience: Optional[int] = None,
           config_text: Optional[str] = None,
+          command_line: Any = None,
           stream: Optional[TextIO] = None) -> TrainResult:
   """Trains the prompt-method parameters of a frozen model; see the module docstring.
 
   `optimizer(learning_rate=...)` builds the optax transformation (default: T5X's Adafactor with
-  the paper's settings); `trainable_regex` defaults to the prompt methods' parameters.
+  the paper's settings); `learning_rate` follows `lr_schedule` (`optim.make_schedule`);
+  `trainable_regex` defaults to the prompt methods' parameters.
   `frozen_dtype` (e.g. "bfloat16") keeps the frozen weights in that dtype: half the memory, the
   same activation dtype. `config_text` (the gin configuration) is written to MODEL_DIR/config.gin.
+  `best_metric` keeps the best evaluation's trained parameters (`best.BestTracker`), with early
+  stopping after `early_stopping_patience` evaluations without a new best. A run whose MODEL_DIR
+  already holds TRAIN_STEPS (or that stopped early) says so and returns. The end of the run
+  prints a summary (`summary.py`; `command_line`, given by the CLI, adds the eval / infer
+  commands).
   """
+  started = time.perf_counter()
+  stream = stream or sys.stdout
   train_checkpoints.check_writable(model_dir)
+  trainable_regex = trainable_regex or api.METHOD_PARAMS_REGEX
+  checkpointer = train_checkpoints.TrainCheckpointer(model_dir, keep=keep_checkpoints)
+  start_step = model_setup.checkpoint_step(initial_checkpoint_path)
+  resume_step = checkpointer.latest_step()
+  tracker = _best_tracker(model_dir, best_metric, best_metric_mode, early_stopping_patience,
+                          resume_step, eval_dataset_cfg, eval_period)
+  stopped = tracker.stopped_early_at if tracker is not None else None
+  if resume_step is not None and (resume_step >= total_steps or stopped == resume_step):
+    checkpointer.close()
+    return _already_done(model_dir, resume_step, total_steps, tracker, prompt_config,
+                         command_line, stream)
+  if start_step >= total_steps:
+    checkpointer.close()
+    raise TrainStepsError(
+        f"TRAIN_STEPS={total_steps} but training is already at step {start_step} (TRAIN_STEPS "
+        "is absolute, as in T5X: it counts the frozen checkpoint's steps). Set TRAIN_STEPS to "
+        f"{start_step} + the number of steps to train.")
   if config_text is not None and jax.process_index() == 0:
     with open(os.path.join(model_dir, "config.gin"), "w", encoding="utf-8") as f:
       f.write(config_text)
-  trainable_regex = trainable_regex or api.METHOD_PARAMS_REGEX
   run = model_setup.build_run_model(model_config, prompt_config)
   mesh = partitioning.make_mesh(num_partitions)
   log = metrics_log.MetricsLog(model_dir, total_steps, stream=stream, tensorboard=tensorboard)
-  checkpointer = train_checkpoints.TrainCheckpointer(model_dir, keep=keep_checkpoints)
-
-  start_step = model_setup.checkpoint_step(initial_checkpoint_path)
-  resume_step = checkpointer.latest_step()
-  if max(start_step, resume_step or 0) >= total_steps:
-    at = resume_step if resume_step is not None else start_step
-    raise TrainStepsError(
-        f"TRAIN_STEPS={total_steps} but training is already at step {at} (TRAIN_STEPS is absolute, "
-        "as in T5X: it counts the frozen checkpoint's steps). Set TRAIN_STEPS to "
-        f"{at} + the number of steps to train.")
-  params = model_setup.initial_params(run, initial_checkpoint_path, restore_dtype=restore_dtype,
-                                      frozen_dtype=frozen_dtype, trainable_regex=trainable_regex,
-                                      seed=random_seed)
+  learning_rate = optim.make_schedule(lr_schedule, learning_rate, warmup_steps=warmup_steps,
+                                      start_step=start_step, total_steps=total_steps)
+  params = model_setup.initial_params(
+      run, initial_checkpoint_path, restore_dtype=restore_dtype, frozen_dtype=frozen_dtype,
+      trainable_regex=trainable_regex, seed=random_seed,
+      vocabulary=model_setup.vocabulary_for_init(prompt_config, train_dataset_cfg))
   trainable, frozen, trainable_sh, frozen_sh = _place_state(run, params, trainable_regex, mesh)
   del params
   tx = optimizer(learning_rate=learning_rate)
@@ -148,14 +174,23 @@ def train(*,
       eval_metrics[step] = results
       for task, values in results.items():
         log.log_eval(step, task, values)
+      if tracker is not None and step > start_step:
+        if tracker.update(step, results, current.trainable, train_checkpoints.inference_exports(
+            current.trainable, prompt_config, model_config)):
+          log.message(f"new best {tracker.record.metric} {tracker.record.best_value:.2f} at step "
+                      f"{step}: kept in {os.path.join(model_dir, best.BEST_DIR)}")
 
     if eval_before_training:
       evaluate(int(state.step), state)
 
   last_figures: dict[str, float] = {}
 
+  first_step_seconds: list[float] = []
+
   def on_log(step: int, figures: dict[str, float]) -> None:
     figures["learning_rate"] = optim.learning_rate_at(learning_rate, step - 1)
+    if "first_step_seconds" in figures:
+      first_step_seconds.append(figures["first_step_seconds"])
     last_figures.clear()
     last_figures.update(figures)
     log.log_train(step, figures)
@@ -181,11 +216,72 @@ def train(*,
   loop = trainer.LoopConfig(total_steps=total_steps, log_period=log_period,
                             eval_period=eval_period, checkpoint_period=checkpoint_period,
                             batch_size=train_dataset_cfg.batch_size)
-  hooks = trainer.LoopHooks(on_log=on_log, on_eval=evaluate, on_checkpoint=on_checkpoint)
+  should_stop = (lambda step: tracker.should_stop()) if tracker is not None else None
+  hooks = trainer.LoopHooks(on_log=on_log, on_eval=evaluate, on_checkpoint=on_checkpoint,
+                            should_stop=should_stop)
+  first_step = int(state.step)
   state = trainer.train_loop(jitted, state, frozen, sharded, trainer.dropout_key(random_seed),
                              loop, hooks, last_checkpoint=resume_step)
   checkpointer.close()
   log.close()
+  stopped_at = None
+  if tracker is not None and int(state.step) < total_steps:
+    stopped_at = int(state.step)
+    tracker.mark_stopped(stopped_at)
+  outcome = summary.Outcome(
+      model_dir=os.path.abspath(model_dir), total_steps=total_steps, first_step=first_step,
+      last_step=int(state.step), wall_seconds=time.perf_counter() - started,
+      eval_metrics=eval_metrics, prompt_files=prompt_files,
+      best=tracker.record if tracker is not None else None, stopped_early_at=stopped_at,
+      first_step_seconds=first_step_seconds[0] if first_step_seconds else None)
+  if jax.process_index() == 0:
+    print("\n".join(summary.summary_lines(outcome, command_line, _is_prompt_method(prompt_config))),
+          file=stream, flush=True)
   return TrainResult(step=int(state.step), trainable=jax.device_get(state.trainable), frozen=frozen,
                      prompt_files=prompt_files, eval_metrics=eval_metrics,
                      last_figures=last_figures)
+
+
+# --- Best checkpoint, finished runs (issue 16) ------------------------------------------------
+
+
+def _is_prompt_method(prompt_config: Any) -> bool:
+  """Whether the method's trained parameter is a plain [P, D] prompt (PROMPT_FILE reuses it)."""
+  from prompt_tuning import prompts  # Local: only the summary asks.
+  return isinstance(prompt_config, prompts.PromptConfig)
+
+
+def _best_tracker(model_dir: str, metric: Optional[str], mode: str, patience: Optional[int],
+                  resume_step: Optional[int], eval_dataset_cfg: Any,
+                  eval_period: Optional[int]) -> Optional[best.BestTracker]:
+  """The run's best-evaluation tracker (None without BEST_METRIC)."""
+  if not metric:
+    if patience is not None:
+      raise best.BestMetricError("EARLY_STOPPING_PATIENCE needs BEST_METRIC (e.g. "
+                                 "--gin.BEST_METRIC=\"'accuracy'\").")
+    return None
+  if eval_dataset_cfg is None or not eval_period:
+    raise best.BestMetricError(f"BEST_METRIC={metric!r} needs evaluations during training: set "
+                               "EVAL_PERIOD (e.g. --gin.EVAL_PERIOD=1000).")
+  return best.BestTracker(model_dir, metric, mode, patience, resume_step)
+
+
+def _already_done(model_dir: str, step: int, total_steps: int,
+                  tracker: Optional[best.BestTracker], prompt_config: Any, command_line: Any,
+                  stream: TextIO) -> TrainResult:
+  """The result of rerunning a finished run: nothing is trained, the outputs are named."""
+  folder = train_checkpoints.numpy_checkpoint_dir(model_dir, step)
+  files = sorted(os.path.join(root, name) for root, _, names in os.walk(folder)
+                 for name in names if name.endswith(".npy"))
+  record = tracker.record if tracker is not None else None
+  outcome = summary.Outcome(
+      model_dir=os.path.abspath(model_dir), total_steps=total_steps, first_step=step,
+      last_step=step, wall_seconds=0.0, eval_metrics={}, prompt_files=files, best=record,
+      stopped_early_at=tracker.stopped_early_at if tracker is not None else None,
+      already_done=tracker is None or tracker.stopped_early_at is None)
+  if jax.process_index() == 0:
+    print("\n".join(summary.summary_lines(outcome, command_line, _is_prompt_method(prompt_config))),
+          file=stream, flush=True)
+  trainable = orbax_format.load_params(os.path.join(model_dir, f"checkpoint_{step}"))
+  return TrainResult(step=step, trainable=trainable, frozen={}, prompt_files=files,
+                     eval_metrics={}, last_figures={})

@@ -119,7 +119,8 @@ def jit_train_step(step_fn: Callable, state_shardings: Any, frozen_shardings: An
 
 
 def summarize(metrics: Mapping[str, Any]) -> Metrics:
-  """T5X's logged figures from the summed loss pieces of one or more steps."""
+  """T5X's logged figures from the summed loss pieces of one or more steps (T5X's token
+  "accuracy" is named `token_accuracy`, apart from the per-example eval accuracy)."""
   host = {name: float(np.asarray(value)) for name, value in metrics.items()}
   tokens = max(host["weight_sum"], 1.0)
   if host.get("nonfinite", 0.0) > 0 and np.isfinite(host["loss"]):
@@ -128,7 +129,7 @@ def summarize(metrics: Mapping[str, Any]) -> Metrics:
       "loss": host["loss"],
       "z_loss": host["z_loss"],
       "loss_per_nonpadding_target_token": host["loss"] / tokens,
-      "accuracy": host["correct"] / tokens,
+      "token_accuracy": host["correct"] / tokens,  # T5X logs it as "accuracy".
       "nonpadding_target_tokens": host["weight_sum"],
       "grad_norm": host["grad_norm"],
   }
@@ -141,6 +142,8 @@ class LoopHooks:
   on_log: Optional[Callable[[int, Metrics], None]] = None
   on_eval: Optional[Callable[[int, TrainState], None]] = None
   on_checkpoint: Optional[Callable[[int, TrainState], None]] = None
+  # Asked after each evaluation; True stops the run there (early stopping), after a checkpoint.
+  should_stop: Optional[Callable[[int], bool]] = None
 
 
 @dataclasses.dataclass
@@ -152,22 +155,41 @@ class LoopConfig:
   batch_size: int = 32
 
 
+def _checkpoint(hooks: LoopHooks, step: int, state: TrainState,
+                pending: Sequence[Mapping[str, jax.Array]], last_checkpoint: Optional[int]) -> None:
+  """Calls `on_checkpoint` after checking the not yet logged losses (never saves a NaN state)."""
+  if pending:
+    summed = summarize(jax.tree_util.tree_map(lambda *xs: sum(xs), *pending))
+    if not np.isfinite(summed["loss"]):
+      raise NonFiniteLossError(step, summed["loss"], last_checkpoint)
+  hooks.on_checkpoint(step, state)
+
+
 def train_loop(train_step: Callable, state: TrainState, frozen: Any,
                batches: Iterator[Mapping[str, jax.Array]], rng: jax.Array, config: LoopConfig,
                hooks: LoopHooks, last_checkpoint: Optional[int] = None) -> TrainState:
   """Steps from `state.step` to `config.total_steps`, logging, evaluating and checkpointing.
 
   Checkpoints at every `checkpoint_period` and at the end; stops with NonFiniteLossError (after
-  no new checkpoint) when a logged loss is NaN/inf.
+  no new checkpoint) when a logged loss is NaN/inf, and early (after a checkpoint) when
+  `hooks.should_stop` says so. Throughput and `seconds_per_step` leave out the first step, which
+  compiles; the first logged figures carry its time as `first_step_seconds`.
   """
   step = int(state.step)
   pending: list[dict[str, jax.Array]] = []
-  started, steps_since_log = time.perf_counter(), 0
+  started, timed_steps = time.perf_counter(), 0
+  first_step_seconds: Optional[float] = None
+  first_logged = False
   while step < config.total_steps:
     state, metrics = train_step(state, frozen, next(batches), rng)
     step += 1
     pending.append(metrics)
-    steps_since_log += 1
+    if first_step_seconds is None:  # Compilation: timed on its own, not in the ETA.
+      jax.block_until_ready(metrics)
+      first_step_seconds = time.perf_counter() - started
+      started = time.perf_counter()
+    else:
+      timed_steps += 1
     at_end = step == config.total_steps
     if step % config.log_period == 0 or at_end:
       summed = jax.tree_util.tree_map(lambda *xs: sum(xs), *pending)
@@ -177,21 +199,25 @@ def train_loop(train_step: Callable, state: TrainState, frozen: Any,
       if not np.isfinite(figures["loss"]):
         raise NonFiniteLossError(step, figures["loss"], last_checkpoint)
       elapsed = time.perf_counter() - started
-      figures["examples_per_second"] = steps_since_log * config.batch_size / max(elapsed, 1e-9)
-      figures["seconds_per_step"] = elapsed / steps_since_log
+      if timed_steps:
+        figures["examples_per_second"] = timed_steps * config.batch_size / max(elapsed, 1e-9)
+        figures["seconds_per_step"] = elapsed / timed_steps
+      if not first_logged:
+        figures["first_step_seconds"] = first_step_seconds
+        first_logged = True
       if hooks.on_log:
         hooks.on_log(step, figures)
-      pending, steps_since_log, started = [], 0, time.perf_counter()
+      pending, timed_steps, started = [], 0, time.perf_counter()
     if hooks.on_checkpoint and (at_end or (config.checkpoint_period and
                                            step % config.checkpoint_period == 0)):
-      if pending:  # Never checkpoint unchecked losses.
-        summed = summarize(jax.tree_util.tree_map(lambda *xs: sum(xs), *pending))
-        if not np.isfinite(summed["loss"]):
-          raise NonFiniteLossError(step, summed["loss"], last_checkpoint)
-      hooks.on_checkpoint(step, state)
+      _checkpoint(hooks, step, state, pending, last_checkpoint)
       last_checkpoint = step
     if hooks.on_eval and config.eval_period and (step % config.eval_period == 0 or at_end):
       hooks.on_eval(step, state)
-    if steps_since_log == 0:  # Throughput counts training steps only, not hooks.
+      if hooks.should_stop and not at_end and hooks.should_stop(step):
+        if hooks.on_checkpoint and last_checkpoint != step:
+          _checkpoint(hooks, step, state, pending, last_checkpoint)
+        return state
+    if not pending:  # Throughput counts training steps only, not hooks.
       started = time.perf_counter()
   return state
