@@ -270,6 +270,7 @@ def print_help(name: str, argv: Sequence[str]) -> None:
   """Prints the command's help page; `--gin_file`s in `argv` select the stack it describes."""
   from prompt_tuning import cli_help, gin_stack  # Local: gin only.
   command = cli_help.COMMANDS[name]
+  FLAGS.unparse_flags()  # Values of an earlier command in this process must not leak in.
   try:
     FLAGS([a for a in argv if a not in _HELP_ARGS])
   except flags.Error:

@@ -164,7 +164,7 @@ def test_dry_run_prints_the_final_configuration_and_does_nothing(tmp_path, capsy
   out = capsys.readouterr().out
   assert "KEEP_CHECKPOINTS = 3" in out and "--gin.KEEP_CHECKPOINTS" in out
   assert "BATCH_SIZE = 32" in out and "runs/prompt_finetune.gin:" in out
-  assert "OPTIMIZER = @optim.adamw" in out and "Model: T5Config(" in out
+  assert "OPTIMIZER = @optim.adamw" in out and "Model: ModelConfig(" in out
   assert not model_dir.exists()
 
 

@@ -37,7 +37,7 @@ def _train(workspace, run_dir, *extra, gin_file="architectures/prompt_tuning.gin
           f"--gin.MODEL_DIR='{run_dir}'", f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
           "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}",
           f"--gin.INITIAL_CHECKPOINT_PATH='{model_dir}'", "--gin.BATCH_SIZE=8",
-          "--gin.LOG_PERIOD=1", "--gin.EVAL_PERIOD=None", "--gin.PROMPT_LENGTH=4", *extra]
+          "--gin.LOG_PERIOD=1", "--gin.EVAL_PERIOD=None", *extra]
   return cli.execute(train_main._command, argv)
 
 
@@ -49,7 +49,8 @@ def _losses(run_dir) -> list[float]:
 
 def test_prompt_tuning_a_llama_directory_lowers_the_loss(workspace, tmp_path):
   _, model_dir = workspace
-  result = _train(workspace, tmp_path / "run", "--gin.TRAIN_STEPS=8", "--gin.LEARNING_RATE=1.0")
+  result = _train(workspace, tmp_path / "run", "--gin.TRAIN_STEPS=8", "--gin.LEARNING_RATE=1.0",
+                  "--gin.PROMPT_LENGTH=4")
   losses = _losses(tmp_path / "run")
   assert len(losses) == 8 and all(np.isfinite(losses))
   assert np.mean(losses[-3:]) < np.mean(losses[:3])
