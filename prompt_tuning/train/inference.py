@@ -49,12 +49,15 @@ def prompt_step(prompt_file: Optional[str],
   (`numpy_checkpoints/checkpoint_3300/...npy`, `best/checkpoint_3200/...`, an adapter folder
   inside one); a trained checkpoint records its step. None when unknown (e.g. a released prompt).
   """
+  source = prompt_file
   if trained_checkpoint_path and not prompt_file:
-    from prompt_tuning.checkpoints import orbax as orbax_format  # Local: orbax is heavy.
-    return orbax_format.checkpoint_step(trained_checkpoint_path)
-  if not prompt_file:
+    if not any(name.endswith(".npy") for name in os.listdir(trained_checkpoint_path)):
+      from prompt_tuning.checkpoints import orbax as orbax_format  # Local: orbax is heavy.
+      return orbax_format.checkpoint_step(trained_checkpoint_path)
+    source = trained_checkpoint_path  # A numpy checkpoint folder: checkpoint_<step>.
+  if not source:
     return None
-  for part in reversed(os.path.normpath(os.fspath(prompt_file)).split(os.sep)):
+  for part in reversed(os.path.normpath(os.fspath(source)).split(os.sep)):
     match = _STEP_FOLDER.match(part)
     if match:
       return int(match.group(1))

@@ -8,6 +8,7 @@ TRAIN_STEPS is the absolute step to stop at.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -126,9 +127,23 @@ def vocabulary_for_init(prompt_config: Any, dataset_cfg: Any) -> Any:
   return task_vocabulary(dataset_cfg)
 
 
+def _numpy_params(folder: str) -> dict:
+  """The trained parameters of a numpy checkpoint folder (`numpy_checkpoints/checkpoint_<N>/`,
+  `best/checkpoint_<N>/`): one `<path with dots>.npy` per parameter."""
+  names = sorted(n for n in os.listdir(folder) if n.endswith(".npy"))
+  return tree.unflatten_params({name[:-len(".npy")].replace(".", tree.SEPARATOR):
+                                np.load(os.path.join(folder, name)) for name in names})
+
+
 def overlay_trained(params: dict, trained_checkpoint: str) -> dict:
-  """`params` with the parameters a training checkpoint (our orbax) holds put in their place."""
-  trained = tree.flatten_params(orbax_format.load_params(trained_checkpoint))
+  """`params` with the parameters a training checkpoint holds put in their place: our orbax
+  checkpoint (MODEL_DIR or checkpoint_<N>), or a numpy checkpoint folder of `.npy` files (e.g.
+  MODEL_DIR/best/checkpoint_<N>, the best evaluation's parameters)."""
+  if os.path.isdir(trained_checkpoint) and any(
+      name.endswith(".npy") for name in os.listdir(trained_checkpoint)):
+    trained = tree.flatten_params(_numpy_params(trained_checkpoint))
+  else:
+    trained = tree.flatten_params(orbax_format.load_params(trained_checkpoint))
   flat = tree.flatten_params(params)
   for path, value in trained.items():
     if path not in flat:
