@@ -305,14 +305,7 @@ def run(command_fn: Callable[[], Callable[..., Any]], argv: Sequence[str] | None
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
   if any(arg in _HELP_ARGS for arg in argv[1:]):
-    try:
-      print_help(name, argv)
-    except Exception as error:  # pylint: disable=broad-except
-      message = user_error_message(error)
-      if message is None:
-        raise
-      print(message, file=sys.stderr, flush=True)
-      sys.exit(1)
+    _one_line_errors(print_help, name, argv)
     sys.exit(0)
   _quiet = not any(a.startswith(("--verbosity", "-v=", "--alsologtostderr")) for a in argv)
 
@@ -320,13 +313,18 @@ def run(command_fn: Callable[[], Callable[..., Any]], argv: Sequence[str] | None
     if _quiet:  # Library INFO logs (orbax, seqio) drown the progress lines.
       from absl import logging
       logging.set_verbosity(logging.WARNING)
-    try:
-      _configured_call(command_fn)
-    except Exception as error:  # pylint: disable=broad-except
-      message = user_error_message(error)
-      if message is None:
-        raise
-      print(message, file=sys.stderr, flush=True)
-      sys.exit(1)
+    _one_line_errors(_configured_call, command_fn)
 
   app.run(main, argv=argv)
+
+
+def _one_line_errors(fn: Callable[..., Any], *args: Any) -> Any:
+  """Calls `fn`; an error the user can fix exits 1 with its one `error:` line (no traceback)."""
+  try:
+    return fn(*args)
+  except Exception as error:  # pylint: disable=broad-except
+    message = user_error_message(error)
+    if message is None:
+      raise
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(1)
