@@ -23,7 +23,7 @@ from absl import app, flags
 _USER_ERROR_NAMES = (
     "GinConfigError", "CheckpointMismatchError", "TaskNotFoundError", "ModelDirError",
     "NonFiniteLossError", "TrainStepsError", "NothingToTrainError", "PromptFileError",
-    "UnknownLogicalAxisError", "FileTaskError", "UsageError")
+    "UnknownLogicalAxisError", "FileTaskError", "UsageError", "UserInputError")
 
 FLAGS = flags.FLAGS
 
@@ -126,8 +126,15 @@ def _configured_call(command: Callable[..., Any]) -> Any:
     import seqio
     seqio.set_tfds_data_dir_override(FLAGS.tfds_data_dir)
   gin_utils.parse_gin_config(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
-  config = gin_utils.call_configured(model_config.T5Config)
-  prompt_config = api._prompt_config_from_gin()
+  try:  # These constructors only check values: what they reject is a configuration error.
+    config = gin_utils.call_configured(model_config.T5Config)
+    prompt_config = api._prompt_config_from_gin()
+  except (ValueError, TypeError) as error:
+    if _is_user_error(error):
+      raise
+    from prompt_tuning import errors  # Local: keep `--help` fast.
+    raise errors.ConfigValueError(
+        f"invalid model configuration: {str(error).strip().splitlines()[0]}") from error
   kwargs: dict[str, Any] = dict(model_config=config, prompt_config=prompt_config)
   if "config_text" in getattr(command, "__code__").co_varnames:
     kwargs["config_text"] = gin_utils.config_str()
@@ -150,6 +157,11 @@ def user_error_message(error: BaseException) -> str | None:
   if _is_user_error(error) or isinstance(error, FileNotFoundError):
     # gin appends "In call to configurable ..." lines; the first line is the message.
     return f"error: {str(error).strip().splitlines()[0]}"
+  from prompt_tuning import errors  # Local: keep `--help` fast.
+  if isinstance(error, OSError) and error.errno in errors.ENVIRONMENT_ERRNOS:
+    fix = ("free space on that disk (or use another folder)" if errors.is_disk_full(error)
+           else "fix its permissions (or use another folder)")
+    return f"error: {errors.storage_problem(error)}: {fix}, then run the command again."
   return None
 
 
