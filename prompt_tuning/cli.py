@@ -158,7 +158,7 @@ def user_error_message(error: BaseException) -> str | None:
     # gin appends "In call to configurable ..." lines; the first line is the message.
     return f"error: {str(error).strip().splitlines()[0]}"
   from prompt_tuning import errors  # Local: keep `--help` fast.
-  if isinstance(error, OSError) and error.errno in errors.ENVIRONMENT_ERRNOS:
+  if errors.os_errno(error) in errors.ENVIRONMENT_ERRNOS:
     fix = ("free space on that disk (or use another folder)" if errors.is_disk_full(error)
            else "fix its permissions (or use another folder)")
     return f"error: {errors.storage_problem(error)}: {fix}, then run the command again."

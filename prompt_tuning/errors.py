@@ -83,9 +83,10 @@ def storage_problem(error: BaseException) -> Optional[str]:
   'DATA_LOSS: ...'). Other errors are not classified (they may be bugs).
   """
   if isinstance(error, OSError):
-    reason = error.strerror or str(error) or type(error).__name__
+    if not error.strerror:  # e.g. gin's proxy of a re-raised OSError: only its text is left.
+      return one_line(str(error).split("\n", 1)[0] or type(error).__name__)
     where = f" ({error.filename})" if error.filename else ""
-    return one_line(f"{reason}{where}")
+    return one_line(f"{error.strerror}{where}")
   text = str(error)
   if isinstance(error, ValueError) and _STORAGE_STATUS.search(text.split("\n", 1)[0]):
     code = _OS_ERROR_CODE.search(text)
@@ -95,9 +96,19 @@ def storage_problem(error: BaseException) -> Optional[str]:
   return None
 
 
+def os_errno(error: BaseException) -> Optional[int]:
+  """The errno of an OSError, also when gin re-raised it as a proxy that kept only its text."""
+  if not isinstance(error, OSError):
+    return None
+  if error.errno is not None:
+    return error.errno
+  match = re.match(r"\[Errno (\d+)\]", str(error))
+  return int(match.group(1)) if match else None
+
+
 def is_disk_full(error: BaseException) -> bool:
   """Whether `error` says the disk (or quota) is full."""
-  if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+  if os_errno(error) in (errno.ENOSPC, errno.EDQUOT):
     return True
   text = str(error)
   return "RESOURCE_EXHAUSTED" in text or "No space left on device" in text

@@ -23,6 +23,7 @@ from conftest import shared_fixture, write_sentiment_tsvs
 from prompt_tuning import api, cli, gin_utils
 from prompt_tuning import eval as eval_main
 from prompt_tuning import infer as infer_main
+from prompt_tuning.checkpoints import CheckpointReadError
 from prompt_tuning.checkpoints import orbax as orbax_format
 from prompt_tuning.data import file_tasks
 from prompt_tuning.scripts import diff_checkpoints
@@ -124,6 +125,30 @@ def _bad_utf8_task(workspace):
                                  "--gin.MIXTURE_OR_TASK_MODULE='bad_utf8_task_module'")
 
 
+def _t5_vocabulary_task_on_the_demo_model(workspace):
+  """The issue's case: a T5 SentencePiece (32k) task on the demo model's 384-row embedding."""
+  vocabulary = seqio.SentencePieceVocabulary(str(shared_fixture("t5_sentencepiece.model")))
+  name = "bad_inputs_t5_vocabulary"
+  if name not in seqio.TaskRegistry.names():
+    file_tasks.register_file_task(name, train_path=str(workspace / "train.tsv"),
+                                  validation_path=str(workspace / "dev.tsv"),
+                                  input_template="{text}", label_names=("negative", "positive"),
+                                  vocabulary=vocabulary)
+  return train_main, _train_argv(workspace, "--gin_file=models/demo_tiny_prompt.gin",
+                                 f"--gin.MIXTURE_OR_TASK_NAME='{name}'")
+
+
+def _missing_vocabulary_file(workspace):
+  """A task whose SentencePiece model file is not there (e.g. offline, no local copy)."""
+  name = "bad_inputs_missing_vocabulary"
+  if name not in seqio.TaskRegistry.names():
+    file_tasks.register_file_task(
+        name, train_path=str(workspace / "train.tsv"), validation_path=str(workspace / "dev.tsv"),
+        input_template="{text}", label_names=("negative", "positive"),
+        vocabulary=seqio.SentencePieceVocabulary(str(workspace / "no_such_spm.model")))
+  return train_main, _train_argv(workspace, f"--gin.MIXTURE_OR_TASK_NAME='{name}'")
+
+
 # name -> (build(workspace) -> (command module, argv), key words of the error line).
 CASES: dict[str, tuple[Callable, tuple[str, ...]]] = {
     "unclosed_brace": (lambda w: (train_main, _train_argv(
@@ -167,6 +192,10 @@ CASES: dict[str, tuple[Callable, tuple[str, ...]]] = {
                                    (f"checkpoint_{GOOD_STEPS}", "cannot be read", "delete that")),
     "vocabulary_larger_than_embedding": (lambda w: (train_main, _train_argv(
         w, "--gin.NUM_EMBEDDINGS=200")), ("259 ids", "200 rows", "NUM_EMBEDDINGS")),
+    "t5_vocabulary_on_a_384_row_model": (_t5_vocabulary_task_on_the_demo_model,
+                                         ("32000 ids", "384 rows", "NUM_EMBEDDINGS")),
+    "vocabulary_file_missing": (_missing_vocabulary_file,
+                                ("no_such_spm.model", "cannot be loaded", "PROMPT_TUNING_T5_VOCAB")),
     "non_utf8_tsv": (_bad_utf8_task, ("train.tsv", "line 50", "UTF-8")),
     "eval_split_typo_while_training": (lambda w: (train_main, _train_argv(
         w, "--gin.EVAL_PERIOD=1", "--gin.EVAL_SPLIT='validaton'")),
@@ -261,6 +290,13 @@ def test_bad_binding_in_load_model_is_a_gin_error():
   with pytest.raises(gin_utils.GinConfigError, match=r"'\(' is never closed") as caught:
     api.load_model(["test/t5_1_1_tiny.gin"], bindings=["EMBED_DIM = (64"])
   assert "EMBED_DIM" in str(caught.value)
+
+
+def test_load_model_names_a_truncated_or_missing_checkpoint(workspace):
+  with pytest.raises(CheckpointReadError, match="truncated or corrupt"):
+    api.load_model(["test/t5_1_1_tiny.gin"], checkpoint=_truncated_t5x(workspace))
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    api.load_model(["test/t5_1_1_tiny.gin"], checkpoint=workspace / "no_such_checkpoint")
 
 
 def test_diff_checkpoints_names_a_truncated_checkpoint(workspace, capsys):

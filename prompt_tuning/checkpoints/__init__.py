@@ -37,7 +37,8 @@ def checkpoint_format(path: str | os.PathLike) -> str:
       expected files and what the folder holds).
   """
   path = os.fspath(path)
-  if "://" not in path and not os.path.exists(path):
+  exists = os.path.exists(path) if "://" not in path else t5x.remote_exists(path)
+  if not exists:
     raise CheckpointNotFoundError(
         f"checkpoint {path} does not exist: pass an existing T5X checkpoint folder (e.g. "
         ".../checkpoint_1100000), Hugging Face model directory or orbax checkpoint of ours.")

@@ -53,10 +53,33 @@ def _is_remote(path: str) -> bool:
   return "://" in path
 
 
-def _gfile():
-  """tf.io.gfile, imported only when a non-local path needs it."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf.io.gfile
+class _RemoteStorage:
+  """tf.io.gfile (imported only when a non-local path needs it) with its errors made one-line
+  CheckpointReadErrors: an unreachable bucket, missing credentials, no network."""
+
+  def __getattr__(self, name: str) -> Any:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    call = getattr(tf.io.gfile, name)
+
+    def checked(path: str, *args: Any, **kwargs: Any) -> Any:
+      try:
+        return call(path, *args, **kwargs)
+      except tf.errors.OpError as error:
+        raise CheckpointReadError(
+            f"cannot read {path} ({errors.one_line(error.message)}): check the path, the network "
+            "connection and your credentials, or copy the checkpoint to a local folder.") \
+            from error
+
+    return checked
+
+
+def _gfile() -> Any:
+  return _RemoteStorage()
+
+
+def remote_exists(path: str) -> bool:
+  """Whether a gs:// (or other tf.io.gfile) path exists; CheckpointReadError if unreachable."""
+  return _gfile().exists(path)
 
 
 def _isdir(path: str) -> bool:
@@ -76,8 +99,14 @@ def _listdir(path: str) -> list[str]:
 
 def _read_bytes(path: str) -> bytes:
   if _is_remote(path):
-    with _gfile().GFile(path, "rb") as f:
-      return f.read()
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    try:
+      with tf.io.gfile.GFile(path, "rb") as f:
+        return f.read()
+    except tf.errors.OpError as error:
+      raise CheckpointReadError(
+          f"cannot read {path} ({errors.one_line(error.message)}): check the path, the network "
+          "connection and your credentials, or copy the checkpoint to a local folder.") from error
   with open(path, "rb") as f:
     return f.read()
 

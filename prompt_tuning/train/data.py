@@ -16,6 +16,7 @@ import logging
 import sys
 from typing import Any, Iterator, Mapping, Optional, TextIO
 
+from google.protobuf import message as protobuf_message
 import jax
 import numpy as np
 import seqio
@@ -139,11 +140,17 @@ def dataset_tasks(config: DatasetConfig) -> list[seqio.Task]:
   return list(task.tasks) if isinstance(task, seqio.Mixture) else [task]
 
 
-def _vocab_size(vocabulary: seqio.Vocabulary) -> Optional[int]:
+def _vocab_size(task: seqio.Task, feature: str, vocabulary: seqio.Vocabulary) -> int:
+  """The vocabulary's size; DatasetError naming the task and feature when it cannot be loaded."""
   try:
     return int(vocabulary.vocab_size)
-  except (OSError, ValueError, RuntimeError, tf.errors.OpError):
-    return None  # A vocabulary that cannot be loaded here reports itself when data is read.
+  except (OSError, ValueError, RuntimeError, tf.errors.OpError, protobuf_message.Error) as error:
+    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    raise DatasetError(
+        f"the vocabulary of task {task.name!r} ({feature!r}) cannot be loaded "
+        f"({errors.one_line(text)}): check its path and network access; the default T5 / mT5 "
+        "SentencePiece models are read from gs://t5-data, set PROMPT_TUNING_T5_VOCAB / "
+        "PROMPT_TUNING_MT5_VOCAB to a local copy to work offline.") from error
 
 
 def _check_tfds_prepared(task: seqio.Task, split: str) -> None:
@@ -207,8 +214,8 @@ def check_dataset(config: DatasetConfig, vocab_size: Optional[int] = None,
     if vocab_size is None:
       continue
     for name, feature in task.output_features.items():
-      size = _vocab_size(feature.vocabulary)
-      if size is not None and size > vocab_size:
+      size = _vocab_size(task, name, feature.vocabulary)
+      if size > vocab_size:
         raise DatasetError(
             f"task {task.name!r} tokenizes {name!r} with a vocabulary of {size} ids but the "
             f"model's embedding table has {vocab_size} rows (NUM_EMBEDDINGS): token ids past "
@@ -255,7 +262,8 @@ def warn_if_truncated(config: DatasetConfig, stream: Optional[TextIO] = None,
     return 0
   try:
     truncated, seen, longest = count_truncated(config, limit)
-  except (ValueError, TypeError, KeyError, tf.errors.OpError) as error:
+  except (ValueError, TypeError, KeyError, OSError, tf.errors.OpError) as error:
+    # The check is advisory: reading the data for real reports any problem it has.
     logging.getLogger(__name__).info("Could not count truncated examples: %s", error)
     return 0
   if truncated:

@@ -22,6 +22,7 @@ import shutil
 from typing import Any, Optional
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 from prompt_tuning.checkpoints import orbax as orbax_format
@@ -97,10 +98,10 @@ def repair_exports(checkpointer: train_checkpoints.TrainCheckpointer, trainable_
   """
   repaired = []
   for step in checkpointer.all_steps():
-    flags = [bool(missing_exports(checkpointer.model_dir, step, export_names))]
+    missing = bool(missing_exports(checkpointer.model_dir, step, export_names))
     if jax.process_count() > 1:  # Every process restores (a collective), or none.
-      flags = multihost_utils.process_allgather(flags).reshape(-1).tolist()
-    if not any(flags):
+      missing = bool(np.any(multihost_utils.process_allgather(np.asarray(missing))))
+    if not missing:
       continue
     trainable = checkpointer.restore_trainable(step, trainable_target)
     checkpointer.exporter(checkpointer.model_dir, step, trainable)
