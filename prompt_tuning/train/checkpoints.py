@@ -112,7 +112,7 @@ def export_arrays(trainable: Any, prompt_config: Any = None,
 
 
 def export_names(trainable: Any, prompt_config: Any = None, model_config: Any = None) -> list[str]:
-  """The keys of `export_arrays` (trained parameters are not copied to the host for them)."""
+  """The keys of `export_arrays` (only reparameterised methods copy parameters to the host)."""
   names = [numpy_file_name(path) for path in tree.flatten_params(trainable)]
   names += [os.path.join(INFERENCE_DIR, numpy_file_name(path))
             for path in inference_exports(trainable, prompt_config, model_config)]
@@ -142,24 +142,6 @@ def export_step_files(model_dir: str, step: int, trainable: Any, prompt_config: 
       except OSError as error:
         _remove_quietly(temporary_npy_name(target))
         raise write_error(f"prompt file {target}", step, error) from error
-    written.append(target)
-  return written
-
-
-def export_numpy(model_dir: str, step: int, trainable: Any) -> list[str]:
-  """Writes every trained parameter as `.npy` under numpy_checkpoints/; returns the file paths."""
-  return export_step_files(model_dir, step, trainable)
-
-
-def export_for_inference(model_dir: str, step: int, trainable: Any, prompt_config: Any,
-                         config: Any) -> list[str]:
-  """Writes `inference_exports` as `.npy` files next to the step's numpy checkpoint."""
-  folder = os.path.join(numpy_checkpoint_dir(model_dir, step), INFERENCE_DIR)
-  written = []
-  for path, array in inference_exports(trainable, prompt_config, config).items():
-    target = os.path.join(folder, numpy_file_name(path))
-    if jax.process_index() == 0:
-      write_npy_atomically(target, array)
     written.append(target)
   return written
 
