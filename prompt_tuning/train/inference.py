@@ -17,14 +17,16 @@ from typing import Any, Optional, TextIO
 import jax
 
 from prompt_tuning.models import T5Config
+from prompt_tuning.train import checkpoints as train_checkpoints
 from prompt_tuning.train import data, evaluation, model_setup, models, partitioning
 
 
 def _prepared(model_config: T5Config, prompt_config: Any, checkpoint_path: Optional[str],
               prompt_file: Optional[str], trained_checkpoint_path: Optional[str],
               restore_dtype: Optional[str], frozen_dtype: Optional[str], num_partitions: int,
-              decode_config: models.DecodeConfig, dataset_cfg: data.DatasetConfig
-              ) -> tuple[model_setup.RunModel, Any, evaluation.ModelFns]:
+              decode_config: models.DecodeConfig, dataset_cfg: data.DatasetConfig,
+              split_macro: str) -> tuple[model_setup.RunModel, Any, evaluation.ModelFns]:
+  data.check_dataset(dataset_cfg, model_config.vocab_size, split_macro)
   run = model_setup.build_run_model(model_config, prompt_config)
   params = model_setup.initial_params(
       run, checkpoint_path, restore_dtype=restore_dtype, frozen_dtype=frozen_dtype,
@@ -34,8 +36,8 @@ def _prepared(model_config: T5Config, prompt_config: Any, checkpoint_path: Optio
   params = model_setup.with_prompt_file(params, prompt_file)
   mesh = partitioning.make_mesh(num_partitions)
   params = partitioning.place(params, partitioning.param_shardings(run.axes, run.shapes, mesh))
-  return run, params, evaluation.ModelFns(run.module, decode_config, mesh,
-                                         dataset_cfg.batch_size)
+  data.warn_if_truncated(dataset_cfg, limit=dataset_cfg.num_examples)
+  return run, params, evaluation.ModelFns(run.module, decode_config, mesh, dataset_cfg.batch_size)
 
 
 _STEP_FOLDER = re.compile(r"^checkpoint_(\d+)$")
@@ -84,10 +86,10 @@ def evaluate(*,
   frozen checkpoint's; metrics.json records both steps.
   """
   stream = stream or sys.stdout
-  os.makedirs(output_dir, exist_ok=True)
+  train_checkpoints.check_writable(output_dir, "EVAL_OUTPUT_DIR")
   run, params, fns = _prepared(model_config, prompt_config, checkpoint_path, prompt_file,
                                trained_checkpoint_path, restore_dtype, frozen_dtype,
-                               num_partitions, decode_config, dataset_cfg)
+                               num_partitions, decode_config, dataset_cfg, "EVAL_SPLIT")
   frozen_step = model_setup.checkpoint_step(checkpoint_path)
   step = prompt_step(prompt_file, trained_checkpoint_path)
   if step is None:
@@ -125,9 +127,10 @@ def infer(*,
           stream: Optional[TextIO] = None) -> dict[str, str]:
   """Decoded predictions of every example, one JSONL file per task under `output_dir`."""
   stream = stream or sys.stdout
+  train_checkpoints.check_writable(output_dir, "INFER_OUTPUT_DIR")
   run, params, fns = _prepared(model_config, prompt_config, checkpoint_path, prompt_file,
                                trained_checkpoint_path, restore_dtype, frozen_dtype,
-                               num_partitions, decode_config, dataset_cfg)
+                               num_partitions, decode_config, dataset_cfg, "INFER_SPLIT")
   written = evaluation.infer_to_jsonl(params, fns, dataset_cfg, model_config,
                                       run.prompt_length, output_dir)
   if jax.process_index() == 0:
