@@ -207,7 +207,14 @@ class GinStack:
 
 
 def _parse(text: str, origin: str) -> list[Any]:
-  """gin statements of `text`; a syntax error becomes GinConfigError naming `origin`."""
+  """gin statements of `text`; a syntax error becomes GinConfigError naming `origin` and what
+  is wrong (e.g. which bracket is never closed, on which line)."""
+  problem = gin_utils.syntax_problem(text)
+  if problem:
+    raise gin_utils.GinConfigError(
+        f"{origin} cannot be parsed: {problem}. Check brackets and quotes (strings are quoted "
+        "inside the flag, e.g. --gin.MODEL_DIR=\"'/tmp/run'\"; dicts whole, e.g. "
+        "--gin.TASK_FEATURE_LENGTHS=\"{'inputs': 512, 'targets': 8}\").")
   try:
     return list(config_parser.ConfigParser(text, _Delegate()))
   except tokenize.TokenError as error:

@@ -102,7 +102,7 @@ def _unclosed(text: str) -> Optional[str]:
   return quote or (stack[0] if stack else None)
 
 
-def _syntax_problem(text: str) -> Optional[str]:
+def syntax_problem(text: str) -> Optional[str]:
   """What is wrong with the gin syntax of `text` (a binding or a file's contents), or None."""
   try:
     for _ in config_parser.ConfigParser(text, _SyntaxOnly()):
@@ -132,7 +132,7 @@ def check_syntax(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
   name the binding or file and line instead of gin's position in its joined input.
   """
   for binding in bindings:
-    problem = _syntax_problem(binding)
+    problem = syntax_problem(binding)
     if problem:
       name = binding.split("=", 1)[0].strip()
       raise GinConfigError(
@@ -148,7 +148,7 @@ def check_syntax(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
     except (OSError, UnicodeDecodeError) as error:
       raise GinConfigError(f"gin file {path} cannot be read ({error}): pass a readable "
                            "UTF-8 gin file.") from error
-    problem = _syntax_problem(text)
+    problem = syntax_problem(text)
     if problem:
       raise GinConfigError(f"gin file {path} cannot be parsed: {problem}. Fix the file.")
 

@@ -98,8 +98,8 @@ def test_macros_read_only_by_another_binding_count_as_used():
 
 def test_binding_that_does_not_parse_names_the_flag():
   with pytest.raises(gin_utils.GinConfigError,
-                     match=r"--gin.TASK_FEATURE_LENGTHS=\{'inputs': 16 is not valid gin "
-                           r".*not closed"):
+                     match=r"--gin.TASK_FEATURE_LENGTHS=\{'inputs': 16 cannot be parsed: "
+                           r"a '\{' is never closed"):
     gin_stack.read_stack(TINY_STACK, _bindings(TASK_FEATURE_LENGTHS="{'inputs': 16"))
 
 

@@ -129,14 +129,6 @@ def train(*,
   check_run_values(total_steps, checkpoint_period, keep_checkpoints, log_period, eval_period,
                    num_microbatches, train_dataset_cfg.batch_size, learning_rate)
   trainable_regex = trainable_regex or api.METHOD_PARAMS_REGEX
-  run = model_setup.build_run_model(model_config, prompt_config)
-  optim.split_params(run.shapes, trainable_regex)  # The regex is valid and selects something.
-  model_setup.check_trainable_shapes(run, trainable_regex)
-  mesh = partitioning.make_mesh(num_partitions)
-  data.check_dataset(train_dataset_cfg, model_config.vocab_size, "the training split ('train')")
-  evaluates = eval_dataset_cfg is not None and bool(eval_period or eval_before_training)
-  if evaluates:
-    data.check_dataset(eval_dataset_cfg, model_config.vocab_size, "EVAL_SPLIT")
   recovery.clean_model_dir(model_dir)  # Before orbax lists the folder.
   checkpointer = train_checkpoints.TrainCheckpointer(
       model_dir, keep=keep_checkpoints,
@@ -157,6 +149,14 @@ def train(*,
         f"TRAIN_STEPS={total_steps} but training is already at step {start_step} (TRAIN_STEPS "
         "is absolute, as in T5X: it counts the frozen checkpoint's steps). Set TRAIN_STEPS to "
         f"{start_step} + the number of steps to train.")
+  run = model_setup.build_run_model(model_config, prompt_config)
+  optim.split_params(run.shapes, trainable_regex)  # The regex is valid and selects something.
+  model_setup.check_trainable_shapes(run, trainable_regex)
+  mesh = partitioning.make_mesh(num_partitions)
+  data.check_dataset(train_dataset_cfg, model_config.vocab_size, "the training split ('train')")
+  evaluates = eval_dataset_cfg is not None and bool(eval_period or eval_before_training)
+  if evaluates:
+    data.check_dataset(eval_dataset_cfg, model_config.vocab_size, "EVAL_SPLIT")
   log = metrics_log.MetricsLog(model_dir, total_steps, stream=stream, tensorboard=tensorboard)
   learning_rate = optim.make_schedule(lr_schedule, learning_rate, warmup_steps=warmup_steps,
                                       start_step=start_step, total_steps=total_steps)
