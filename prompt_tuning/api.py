@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
 import re
 from typing import Any, Optional, Sequence
@@ -94,6 +95,8 @@ class LoadedModel:
   # Where the weights came from (None: random); the tokenizer is read from there.
   checkpoint: Optional[str] = None
   _vocabulary: Any = dataclasses.field(default=None, repr=False)
+  # The last decoder-only ensemble's prompt keys/values ({"key": ..., "cache": PromptCache}).
+  _prompt_caches: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @property
   def is_decoder_only(self) -> bool:
@@ -263,14 +266,35 @@ class LoadedModel:
     if self.is_decoder_only:
       if mask is None:
         mask = self.module.apply({"params": self.params}, inputs, method="prefill_validity")
-      tokens = generate_decoder_only(module, params, tiled, rng,
-                                     ensembles.tile_rows(mask, num_prompts), **options)
+      mask = ensembles.tile_rows(mask, num_prompts)
+      cache = self._ensemble_prompt_cache(module, params)
+      if cache is None:
+        tokens = generate_decoder_only(module, params, tiled, rng, mask, **options)
+      else:
+        from prompt_tuning import prompt_cache  # Local: it imports this module.
+        tokens = prompt_cache.generate_from_cache(module, params, cache, tiled, rng, mask,
+                                                  **options)
     else:
       tokens = generate_encoder_decoder(module, params, tiled, rng, **options)
     per_prompt = fill_after_eos(np.asarray(tokens), eos, self.config.output_pad_id)
     per_prompt = per_prompt.reshape((num_prompts, inputs.shape[0]) + per_prompt.shape[1:])
     eos_ids = (eos,) if isinstance(eos, int) else eos
     return ensembles.majority_vote(per_prompt, eos_ids), per_prompt
+
+  def _ensemble_prompt_cache(self, module: nn.Module, params: dict) -> Any:
+    """The N prompts' keys/values of a decoder-only ensemble (`prompt_cache`), built on first
+    use and kept for later calls with the same prompts and frozen weights; None where the
+    placement is not a plain prefix (the prompt is then recomputed in each prefill)."""
+    from prompt_tuning import prompt_cache  # Local: it imports this module.
+    if getattr(module, "placement", "prefix") != "prefix" or getattr(module, "slot_lengths",
+                                                                     None):
+      return None
+    prompts_NPD = np.asarray(ensemble_prompts(params, module))
+    key = (id(self.params), prompts_NPD.shape, hashlib.sha1(prompts_NPD.tobytes()).hexdigest())
+    if self._prompt_caches.get("key") != key:
+      self._prompt_caches.clear()
+      self._prompt_caches.update(key=key, cache=prompt_cache.build_prompt_cache(module, params))
+    return self._prompt_caches["cache"]
 
   def score_ensemble(self, inputs: Any, targets: Any, prompts: Any) -> tuple[np.ndarray,
                                                                             np.ndarray]:
@@ -335,6 +359,12 @@ class LoadedModel:
     else:
       tokens = generate_encoder_decoder(self.module, params, inputs, rng, **options)
     return fill_after_eos(np.asarray(tokens), eos, self.config.output_pad_id)
+
+
+def ensemble_prompts(params: dict, module: nn.Module) -> jax.Array:
+  """The [N, P, D] prompts of an ensemble module's parameters (`ensembles.ensemble_params`)."""
+  stack = "decoder" if module.config.architecture == "decoder_only" else "encoder"
+  return params[stack]["prompt"]["prompt"]["prompt"]
 
 
 def _target_log_likelihoods(logits_BTV: jax.Array, rows: Sequence[Sequence[int]],

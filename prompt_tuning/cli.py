@@ -170,7 +170,7 @@ def _configured_call(command_fn: Callable[[], Callable[..., Any]]) -> Any:
     import seqio
     seqio.set_tfds_data_dir_override(FLAGS.tfds_data_dir)
   gin_utils.parse_gin_config(command_line.gin_files, command_line.bindings,
-                             command_line.gin_search_paths, before_finalize=_default_file_task_name)
+                             command_line.gin_search_paths, before_finalize=_bind_command_defaults)
   if gin_utils.binds_model_config():
     config = gin_utils.call_configured(model_config.ModelConfig)
   else:  # No models/*.gin: the architecture and sizes come from the checkpoint (HF dir, GGUF).
@@ -208,12 +208,15 @@ _EVAL_DATASETS = {"train": "train_eval/data.DatasetConfig.mixture_or_task_name",
 FILE_TASK_NAME = "file_task"
 
 
-def _default_file_task_name() -> None:
-  """With TRAIN_FILE / VALIDATION_FILE / TEST_FILE, MIXTURE_OR_TASK_NAME defaults to
-  "file_task" (the name the route registers)."""
+def _bind_command_defaults() -> None:
+  """Defaults that depend on other macros: with TRAIN_FILE / VALIDATION_FILE / TEST_FILE,
+  MIXTURE_OR_TASK_NAME defaults to "file_task" (the name the route registers); with
+  PROMPT_FILES (an ensemble), PROMPT_FILE to None."""
   from prompt_tuning import gin_utils
   if any(gin_utils.macro_value(m) for m in FILE_MACROS):
     gin_utils.bind_default("MIXTURE_OR_TASK_NAME", FILE_TASK_NAME)
+  if gin_utils.macro_value("PROMPT_FILES") is not None:
+    gin_utils.bind_default("PROMPT_FILE", None)
 
 
 def _register_file_route(config: Any, command_name: str) -> None:

@@ -185,8 +185,12 @@ def eos_option(config: Any) -> int | tuple[int, ...]:
 
 
 def predict_batch(module: nn.Module, params: Any, batch: Batch, config: DecodeConfig,
-                  rng: Optional[jax.Array] = None) -> jax.Array:
-  """Decoded output tokens [B, L] (0 after EOS) for the batch's inputs."""
+                  rng: Optional[jax.Array] = None, prompt_cache: Any = None) -> jax.Array:
+  """Decoded output tokens [B, L] (0 after EOS) for the batch's inputs.
+
+  `prompt_cache` (decoder-only prompt models, `prompt_cache.build_prompt_cache`): the prompt's
+  keys/values, reused instead of recomputed in the prefill.
+  """
   max_length = config.max_decode_length or batch["decoder_target_tokens"].shape[1]
   options = dict(method=config.method, max_decode_length=int(max_length),
                  num_beams=config.num_beams, alpha=float(config.alpha),
@@ -195,6 +199,11 @@ def predict_batch(module: nn.Module, params: Any, batch: Batch, config: DecodeCo
   rng = jax.random.PRNGKey(0) if rng is None else rng
   if is_decoder_only(module):
     tokens_BS, valid_BS = decoder_only_inputs(batch)
+    if prompt_cache is not None:
+      from prompt_tuning import prompt_cache as cache_lib  # Local: only cached decoding.
+      return cache_lib.generate_from_cache(module, params, prompt_cache, tokens_BS, rng,
+                                           tokens_BS > 0 if valid_BS is None else valid_BS,
+                                           **options)
     return api.generate_decoder_only(module, params, tokens_BS, rng, valid_BS, **options)
   return api.generate_encoder_decoder(module, params, batch["encoder_input_tokens"], rng,
                                        **options)
