@@ -31,7 +31,7 @@ _USER_ERROR_NAMES = (
     "GinConfigError", "CheckpointMismatchError", "TaskNotFoundError", "ModelDirError",
     "NonFiniteLossError", "TrainStepsError", "NothingToTrainError", "PromptFileError",
     "UnknownLogicalAxisError", "FileTaskError", "UsageError", "PromptInitError",
-    "BestMetricError", "ScheduleError", "ModelConfigError")
+    "BestMetricError", "ScheduleError", "ModelConfigError", "TemplateError")
 
 FLAGS = flags.FLAGS
 

@@ -113,7 +113,7 @@ class _Template:
     template = templates.parse_template(self.template)
     if prompt_slots is None:
       if not template.is_prefix:
-        raise ValueError(
+        raise templates.TemplateError(
             f"the prompt template {self.template!r} places prompt segments inside the text, "
             "so each batch needs `prompt_slots` [B, K] (the slots' token positions): use a "
             "task whose inputs come from the template (INPUT_TEMPLATE with [P:n] slots, "
@@ -124,8 +124,9 @@ class _Template:
 
 def _no_slots(prompt_slots: Optional[jax.Array]) -> None:
   if prompt_slots is not None:
-    raise ValueError("the batch has prompt_slots but the model has no prompt template: build "
-                     "it with PROMPT_TEMPLATE (the same [P:n] template as the task's inputs).")
+    raise templates.TemplateError(
+        "the batch has prompt_slots but the model has no prompt template: build it with "
+        "PROMPT_TEMPLATE (the same [P:n] template as the task's inputs).")
 
 
 class PromptEncoder(_Template, Encoder):
@@ -377,13 +378,13 @@ def build_prompt_model(config: T5Config, prompt_config: PromptConfig) -> nn.Modu
   if template:
     parsed = templates.parse_template(template)
     if hasattr(method, "layer_inputs_fn"):
-      raise ValueError("prompt templates place input prompts; deep prompts add per-layer "
-                       "prompts at one position: drop PROMPT_TEMPLATE or use prompt tuning / "
-                       "P-tuning.")
+      raise templates.TemplateError(
+          "prompt templates place input prompts; deep prompts add per-layer prompts at one "
+          "position: drop PROMPT_TEMPLATE or use prompt tuning / P-tuning.")
     if _method_length(method) != parsed.length:
-      raise ValueError(f"the prompt template {template!r} has {parsed.length} prompt positions "
-                       f"but the prompt method makes {_method_length(method)}: set "
-                       f"PROMPT_LENGTH={parsed.length}.")
+      raise templates.TemplateError(
+          f"the prompt template {template!r} has {parsed.length} prompt positions but the "
+          f"prompt method makes {_method_length(method)}: set PROMPT_LENGTH={parsed.length}.")
   if config.architecture == "decoder_only":
     if prompt_config.placement not in DECODER_ONLY_PLACEMENTS:
       raise ValueError(f"decoder-only prompt models place the prompt before the inputs "

@@ -13,6 +13,11 @@ stripped where it touches a slot). Positions are token indices into the model's 
   * any other slot goes right before the first token of the piece after it (or after the
     piece before it); a trailing slot on T5 inputs sits before the EOS the task appends, as
     the "suffix_before_eos" placement does.
+In task features a leading slot is written BEFORE_ALL (-1) and the others as positions among
+the text tokens; the feature converters turn them into model-row positions (`model_slots`).
+On a decoder-only model the output that predicts token t + 1 is the one right before it, so a
+segment between two tokens is read before the next token is predicted (`combine.
+remove_segments_causal`).
 """
 
 from __future__ import annotations

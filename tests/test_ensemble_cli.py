@@ -1,4 +1,4 @@
-"""Prompt ensembles through the eval / infer commands (PROMPT_FILES): each prompt and the ensemble."""
+"""Prompt ensembles through the eval / infer commands (PROMPT_FILES): every prompt, the ensemble."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def workspace(tmp_path_factory):
   file_tasks.register_file_task(TASK, validation_path=str(folder / "dev.tsv"),
                                 input_template="{text}", label_names=("negative", "positive"),
                                 vocabulary=seqio.ByteVocabulary())
-  orbax_format.save_params(folder / "frozen", api.load_model(["test/t5_1_1_tiny.gin"], SHAPE, seed=4).params, 7)
+  frozen = api.load_model(["test/t5_1_1_tiny.gin"], SHAPE, seed=4).params
+  orbax_format.save_params(folder / "frozen", frozen, 7)
   prompts = np.random.default_rng(0).uniform(-3, 3, (3, 5, 32)).astype(np.float32)
   (folder / "prompts").mkdir()
   for n, prompt in enumerate(prompts):
@@ -86,10 +87,11 @@ def test_ensemble_outputs_equal_single_prompt_runs_in_one_program(workspace):
   lengths = {"inputs": 24, "targets": 4}
   task = seqio.get_mixture_or_task(f"{TASK}_rank_classification")
   features = converter(task.get_dataset(lengths, split="validation", shuffle=False), lengths)
-  compiled = api.generate_encoder_decoder._cache_size()  # pylint: disable=protected-access
+  compiled = api.generate_encoder_decoder._cache_size  # pylint: disable=protected-access
+  before = compiled()
   per_prompt_scores = fns.score_all(features)
-  per_prompt_tokens = fns.predict_all(features)
-  assert api.generate_encoder_decoder._cache_size() == compiled + 1  # pylint: disable=protected-access
+  per_prompt_tokens = fns.predict_all(features)  # 10 examples: 5 batches, one program.
+  assert compiled() == before + 1
   assert per_prompt_scores.shape == (3, 10) and per_prompt_tokens.shape == (3, 10, 4)
   for n, path in enumerate(paths):
     single = evaluation.ModelFns(run.module, decode, mesh, 2)

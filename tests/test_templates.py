@@ -218,8 +218,14 @@ def test_template_errors_are_clear(t5):
     model.logits(T5_TOKENS, decoder)
   with pytest.raises(ValueError, match=r"must be \[2, 2\]"):
     model.logits(T5_TOKENS, decoder, prompt_slots=np.zeros((2, 3), np.int32))
-  with pytest.raises(ValueError, match="no prompt template"):
+  with pytest.raises(templates.TemplateError, match="no prompt template"):
     t5.logits(T5_TOKENS, decoder, prompt_slots=T5_SLOTS)
+  from prompt_tuning.train import models
+  batch = {"encoder_input_tokens": T5_TOKENS, "decoder_input_tokens": decoder,
+           "decoder_target_tokens": decoder, "prompt_slots": T5_SLOTS}
+  with pytest.raises(templates.TemplateError, match="PROMPT_TEMPLATE set to the same"):
+    models.logits(t5.module, t5.params, batch)
   with pytest.raises(ValueError, match="placement"):
-    prompt_tuning.load_model(["test/t5_1_1_tiny_prompt.gin"],
-                             ["PROMPT_TEMPLATE='[P:2] {x}'", "PROMPT_PLACEMENT='suffix_before_eos'"])
+    prompt_tuning.load_model(
+        ["test/t5_1_1_tiny_prompt.gin"],
+        ["PROMPT_TEMPLATE='[P:2] {x}'", "PROMPT_PLACEMENT='suffix_before_eos'"])

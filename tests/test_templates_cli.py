@@ -136,7 +136,8 @@ def test_mismatched_templates_are_one_clear_error(llm, tmp_path):
     cli.execute(train_main._command, [
         "train", "--gin_file=architectures/prompt_tuning.gin",
         "--gin_file=runs/prompt_finetune.gin", f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
-        f"--gin.TRAIN_FILE='{folder / 'facts.tsv'}'", f"--gin.INITIAL_CHECKPOINT_PATH='{model_dir}'",
+        f"--gin.TRAIN_FILE='{folder / 'facts.tsv'}'",
+        f"--gin.INITIAL_CHECKPOINT_PATH='{model_dir}'",
         "--gin.INPUT_TEMPLATE='[P:2] {subject} [P:2]'", "--gin.PROMPT_TEMPLATE='[P:4] {subject}'",
         "--gin.TARGET_COLUMN='object'", "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}",
         "--gin.TRAIN_STEPS=1"])

@@ -76,8 +76,7 @@ def _teacher_forced(module: nn.Module, params: Any, batch: Batch,
   rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
   common = dict(decoder_target_tokens=batch["decoder_target_tokens"],
                 enable_dropout=dropout_rng is not None, return_hidden=return_hidden)
-  if "prompt_slots" in batch:  # A template's slot positions (`prompt_tuning.templates`).
-    common["prompt_slots"] = batch["prompt_slots"]
+  common.update(_slots(module, batch))
   if is_decoder_only(module):
     if "decoder_attention_mask" in batch:  # Causal-LM features (LLM families).
       common["decoder_attention_mask"] = batch["decoder_attention_mask"]
@@ -86,6 +85,19 @@ def _teacher_forced(module: nn.Module, params: Any, batch: Batch,
                         rngs=rngs, **common)
   return module.apply({"params": params}, batch["encoder_input_tokens"],
                       batch["decoder_input_tokens"], rngs=rngs, **common)
+
+
+def _slots(module: nn.Module, batch: Batch) -> dict[str, jax.Array]:
+  """{"prompt_slots": [B, K]} for a template model's batch (`prompt_tuning.templates`), else {}."""
+  if "prompt_slots" not in batch:
+    return {}
+  if not getattr(module, "template", None):
+    from prompt_tuning import templates  # Local: only template batches need it.
+    raise templates.TemplateError(
+        "the task's inputs have prompt slots ([P:n] in INPUT_TEMPLATE) but the model has no "
+        "prompt template: use prompt tuning or P-tuning with PROMPT_TEMPLATE set to the same "
+        "template, or drop the [P:n] slots.")
+  return {"prompt_slots": batch["prompt_slots"]}
 
 
 def logits(module: nn.Module, params: Any, batch: Batch, *,
@@ -210,7 +222,7 @@ def predict_batch(module: nn.Module, params: Any, batch: Batch, config: DecodeCo
                  temperature=float(config.temperature), top_k=int(config.top_k),
                  top_p=float(config.top_p), eos_id=eos_option(module.config))
   rng = jax.random.PRNGKey(0) if rng is None else rng
-  slots_BK = batch.get("prompt_slots")
+  slots_BK = _slots(module, batch).get("prompt_slots")
   if is_decoder_only(module):
     tokens_BS, valid_BS = decoder_only_inputs(batch)
     if slots_BK is not None:
