@@ -31,7 +31,7 @@ _USER_ERROR_NAMES = (
     "GinConfigError", "CheckpointMismatchError", "TaskNotFoundError", "ModelDirError",
     "NonFiniteLossError", "TrainStepsError", "NothingToTrainError", "PromptFileError",
     "UnknownLogicalAxisError", "FileTaskError", "UsageError", "PromptInitError",
-    "BestMetricError", "ScheduleError", "ModelConfigError", "TemplateError")
+    "BestMetricError", "ScheduleError", "ModelConfigError", "UserInputError", "TemplateError")
 
 FLAGS = flags.FLAGS
 
@@ -171,13 +171,20 @@ def _configured_call(command_fn: Callable[[], Callable[..., Any]]) -> Any:
     seqio.set_tfds_data_dir_override(FLAGS.tfds_data_dir)
   gin_utils.parse_gin_config(command_line.gin_files, command_line.bindings,
                              command_line.gin_search_paths, before_finalize=_bind_command_defaults)
-  if gin_utils.binds_model_config():
-    config = gin_utils.call_configured(model_config.ModelConfig)
-  else:  # No models/*.gin: the architecture and sizes come from the checkpoint (HF dir, GGUF).
-    checkpoint = (gin_utils.macro_value("INITIAL_CHECKPOINT_PATH") or
-                  gin_utils.macro_value("CHECKPOINT_PATH"))
-    config = api.checkpoint_model_config(checkpoint, command_line.bindings)
-  prompt_config = api._prompt_config_from_gin()
+  try:  # These constructors only check values: what they reject is a configuration error.
+    if gin_utils.binds_model_config():
+      config = gin_utils.call_configured(model_config.ModelConfig)
+    else:  # No models/*.gin: the architecture and sizes come from the checkpoint (HF, GGUF).
+      checkpoint = (gin_utils.macro_value("INITIAL_CHECKPOINT_PATH") or
+                    gin_utils.macro_value("CHECKPOINT_PATH"))
+      config = api.checkpoint_model_config(checkpoint, command_line.bindings)
+    prompt_config = api._prompt_config_from_gin()
+  except (ValueError, TypeError) as error:
+    if _is_user_error(error):
+      raise
+    from prompt_tuning import errors  # Local: keep `--help` fast.
+    raise errors.ConfigValueError(
+        f"invalid model configuration: {str(error).strip().splitlines()[0]}") from error
   if FLAGS.dry_run:
     from prompt_tuning import cli_help
     print(cli_help.dry_run_text(stack, config, prompt_config, gin_utils.config_str()), flush=True)
@@ -282,6 +289,11 @@ def user_error_message(error: BaseException) -> str | None:
   if _is_user_error(error) or isinstance(error, FileNotFoundError):
     # gin appends "In call to configurable ..." lines; the first line is the message.
     return f"error: {str(error).strip().splitlines()[0]}"
+  from prompt_tuning import errors  # Local: keep `--help` fast.
+  if errors.os_errno(error) in errors.ENVIRONMENT_ERRNOS:
+    fix = ("free space on that disk (or use another folder)" if errors.is_disk_full(error)
+           else "fix its permissions (or use another folder)")
+    return f"error: {errors.storage_problem(error)}: {fix}, then run the command again."
   return None
 
 
@@ -329,14 +341,7 @@ def run(command_fn: Callable[[], Callable[..., Any]], argv: Sequence[str] | None
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
   if any(arg in _HELP_ARGS for arg in argv[1:]):
-    try:
-      print_help(name, argv)
-    except Exception as error:  # pylint: disable=broad-except
-      message = user_error_message(error)
-      if message is None:
-        raise
-      print(message, file=sys.stderr, flush=True)
-      sys.exit(1)
+    _one_line_errors(print_help, name, argv)
     sys.exit(0)
   _quiet = not any(a.startswith(("--verbosity", "-v=", "--alsologtostderr")) for a in argv)
 
@@ -344,13 +349,18 @@ def run(command_fn: Callable[[], Callable[..., Any]], argv: Sequence[str] | None
     if _quiet:  # Library INFO logs (orbax, seqio) drown the progress lines.
       from absl import logging
       logging.set_verbosity(logging.WARNING)
-    try:
-      _configured_call(command_fn)
-    except Exception as error:  # pylint: disable=broad-except
-      message = user_error_message(error)
-      if message is None:
-        raise
-      print(message, file=sys.stderr, flush=True)
-      sys.exit(1)
+    _one_line_errors(_configured_call, command_fn)
 
   app.run(main, argv=argv)
+
+
+def _one_line_errors(fn: Callable[..., Any], *args: Any) -> Any:
+  """Calls `fn`; an error the user can fix exits 1 with its one `error:` line (no traceback)."""
+  try:
+    return fn(*args)
+  except Exception as error:  # pylint: disable=broad-except
+    message = user_error_message(error)
+    if message is None:
+      raise
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(1)

@@ -13,9 +13,11 @@ import logging
 import os
 import pathlib
 import re
-from typing import Any, Callable, Iterable, Sequence
+import tokenize
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import gin
+from gin import config_parser
 
 _PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 
@@ -71,6 +73,86 @@ def _explain(error: Exception) -> GinConfigError:
   return GinConfigError(f"invalid gin configuration: {message.splitlines()[0]}")
 
 
+class _SyntaxOnly(config_parser.ParserDelegate):
+  """Parses references and macros to placeholders: checks syntax without touching gin's state."""
+
+  def configurable_reference(self, scoped_configurable_name, evaluate):
+    return None
+
+  def macro(self, macro_name):
+    return None
+
+
+_OPENERS = {"(": ")", "[": "]", "{": "}"}
+
+
+def _unclosed(text: str) -> Optional[str]:
+  """The first bracket or quote of `text` left open, if any (a quick scan, strings skipped)."""
+  stack: list[str] = []
+  quote = None
+  for char in text:
+    if quote:
+      quote = None if char == quote else quote
+    elif char in "'\"":
+      quote = char
+    elif char in _OPENERS:
+      stack.append(char)
+    elif char in _OPENERS.values() and stack and _OPENERS[stack[-1]] == char:
+      stack.pop()
+  return quote or (stack[0] if stack else None)
+
+
+def _syntax_problem(text: str) -> Optional[str]:
+  """What is wrong with the gin syntax of `text` (a binding or a file's contents), or None."""
+  try:
+    for _ in config_parser.ConfigParser(text, _SyntaxOnly()):
+      pass
+  except tokenize.TokenError:
+    opener = _unclosed(text)
+    return (f"a {opener!r} is never closed" if opener else "it ends in the middle of a value")
+  except SyntaxError as error:
+    line = f" (line {error.lineno})" if error.lineno and "\n" in text.strip() else ""
+    problem = str(error.msg).rstrip(".")
+    opener = _unclosed(text)
+    if opener:
+      problem += f"; a {opener!r} is never closed"
+    return problem + line
+  except (ValueError, TypeError) as error:  # Literals Python cannot evaluate, e.g. `foo bar`.
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    token = [line for line in lines if line.startswith("Failed to parse token")]
+    return (f"{token[0].rstrip('.')} (a string needs quotes)" if token else
+            (lines[0] if lines else type(error).__name__).rstrip("."))
+  return None
+
+
+def check_syntax(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
+  """Raises GinConfigError naming the first binding or gin file that gin cannot parse.
+
+  Only syntax is checked (values are not evaluated, names not looked up), so the message can
+  name the binding or file and line instead of gin's position in its joined input.
+  """
+  for binding in bindings:
+    problem = _syntax_problem(binding)
+    if problem:
+      name = binding.split("=", 1)[0].strip()
+      raise GinConfigError(
+          f"gin binding {binding.strip()!r} cannot be parsed: {problem}. Write it as "
+          f"{name}=VALUE (--gin.{name}=VALUE on the command line) with a Python literal VALUE "
+          "(strings quoted, e.g. "
+          "--gin.MODEL_DIR=\"'/tmp/model'\"; dicts whole, e.g. "
+          "--gin.TASK_FEATURE_LENGTHS=\"{'inputs': 512, 'targets': 8}\").")
+  for path in gin_files:
+    try:
+      with open(path, encoding="utf-8") as f:
+        text = f.read()
+    except (OSError, UnicodeDecodeError) as error:
+      raise GinConfigError(f"gin file {path} cannot be read ({error}): pass a readable "
+                           "UTF-8 gin file.") from error
+    problem = _syntax_problem(text)
+    if problem:
+      raise GinConfigError(f"gin file {path} cannot be parsed: {problem}. Fix the file.")
+
+
 class _DropSearchMisses(logging.Filter):
   """Hides gin's 'Path not found' log lines: missing files are reported by our own error."""
 
@@ -103,6 +185,7 @@ def parse_gin_config(gin_files: Sequence[str],
   for path in paths:
     gin.add_config_file_search_path(path)
   resolved = [resolve_gin_file(name, paths) for name in gin_files]
+  check_syntax(resolved, bindings)
   try:
     with _quiet_search_misses():
       gin.parse_config_files_and_bindings(resolved, list(bindings), finalize_config=False)
@@ -111,7 +194,7 @@ def parse_gin_config(gin_files: Sequence[str],
     gin.finalize()
   except GinConfigError:
     raise
-  except (ValueError, KeyError, ImportError, SyntaxError, IOError) as error:
+  except (ValueError, KeyError, ImportError, SyntaxError, IOError, tokenize.TokenError) as error:
     raise _explain(error) from error
   return resolved
 

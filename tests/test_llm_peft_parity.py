@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import peft_weights
+
 import prompt_tuning
 from prompt_tuning.checkpoints import tree
 
@@ -76,25 +78,11 @@ def test_prompt_tuning_logits_loss_and_prompt_gradient(base):
 
 
 def _linear(g, name):
-  return {"kernel": g[f"encoder_weights/{name}.weight"].T,
-          "bias": g[f"encoder_weights/{name}.bias"]}
+  return peft_weights.linear(lambda n: g[f"encoder_weights/{n}"], name)
 
 
 def _p_tuning_params(g, kind):
-  params = {"embedding": g["encoder_weights/embedding.weight"]}
-  if kind == "mlp":
-    for ours, theirs in (("mlp_0", 0), ("mlp_1", 2), ("mlp_2", 4)):
-      params[ours] = _linear(g, f"mlp_head.{theirs}")
-    return params
-  for layer in range(2):
-    for direction, suffix in (("forward", ""), ("backward", "_reverse")):
-      name = lambda w: f"encoder_weights/lstm_head.{w}_l{layer}{suffix}"
-      params[f"lstm_{layer}_{direction}"] = {
-          "kernel_input": g[name("weight_ih")].T, "kernel_hidden": g[name("weight_hh")].T,
-          "bias": g[name("bias_ih")] + g[name("bias_hh")]}
-  params["mlp_0"] = _linear(g, "mlp_head.0")
-  params["mlp_1"] = _linear(g, "mlp_head.2")
-  return params
+  return peft_weights.p_tuning_params(lambda name: g[f"encoder_weights/{name}"], kind)
 
 
 @pytest.mark.parametrize("base", BASES)

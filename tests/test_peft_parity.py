@@ -37,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import peft_weights
+
 from prompt_tuning import prompts
 from prompt_tuning.checkpoints import huggingface as hf
 from prompt_tuning.layers import PromptDecoderOnly, PromptEncoderDecoder
@@ -124,24 +126,11 @@ def test_prompt_tuning_decoder_only_logits(base):
 
 
 def _linear(g, prefix):
-  return {"kernel": g[prefix + ".weight"].T, "bias": g[prefix + ".bias"]}
+  return peft_weights.linear(lambda name: g[name], prefix)
 
 
 def _p_tuning_params(g, kind):
-  params = {"embedding": g[f"{kind}/embedding.weight"]}
-  if kind == "mlp":
-    for ours, theirs in (("mlp_0", 0), ("mlp_1", 2), ("mlp_2", 4)):
-      params[ours] = _linear(g, f"mlp/mlp_head.{theirs}")
-    return params
-  for layer in range(2):
-    for direction, suffix in (("forward", ""), ("backward", "_reverse")):
-      name = lambda w: f"lstm/lstm_head.{w}_l{layer}{suffix}"
-      params[f"lstm_{layer}_{direction}"] = {
-          "kernel_input": g[name("weight_ih")].T, "kernel_hidden": g[name("weight_hh")].T,
-          "bias": g[name("bias_ih")] + g[name("bias_hh")]}
-  params["mlp_0"] = _linear(g, "lstm/mlp_head.0")
-  params["mlp_1"] = _linear(g, "lstm/mlp_head.2")
-  return params
+  return peft_weights.p_tuning_params(lambda name: g[f"{kind}/{name}"], kind)
 
 
 @pytest.mark.parametrize("kind", ["mlp", "lstm"])

@@ -5,27 +5,58 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Optional
 
+from prompt_tuning import errors
 from prompt_tuning.checkpoints import gguf, huggingface, orbax, t5x
+from prompt_tuning.checkpoints.errors import (CheckpointFormatError, CheckpointNotFoundError,
+                                              CheckpointReadError)
 from prompt_tuning.checkpoints.restore import CheckpointMismatchError, match_params
 from prompt_tuning.models.config import ModelConfig
 
+_LISTED = 6
+
+
+def _contents(path: str) -> str:
+  """A short listing of a folder, for messages about paths that are not checkpoints."""
+  try:
+    names = sorted(os.listdir(path))
+  except OSError:
+    return "it is not a folder"
+  if not names:
+    return "it is empty"
+  shown = ", ".join(names[:_LISTED]) + (f", ... ({len(names) - _LISTED} more)"
+                                        if len(names) > _LISTED else "")
+  return f"it holds {shown}"
+
 
 def checkpoint_format(path: str | os.PathLike) -> str:
-  """'t5x', 'huggingface', 'gguf' or 'orbax' for a checkpoint path; raises ValueError naming
-  the expected files."""
+  """'t5x', 'huggingface', 'gguf' or 'orbax' for a checkpoint path.
+
+  Raises:
+    CheckpointNotFoundError: nothing at `path`.
+    CheckpointReadError: a T5X checkpoint whose msgpack `checkpoint` file cannot be read.
+    CheckpointFormatError: `path` is no checkpoint of a supported format (the message names the
+      expected files and what the folder holds).
+  """
   path = os.fspath(path)
+  exists = os.path.exists(path) if "://" not in path else t5x.remote_exists(path)
+  if not exists:
+    raise CheckpointNotFoundError(
+        f"checkpoint {path} does not exist: pass an existing T5X checkpoint folder (e.g. "
+        ".../checkpoint_1100000), Hugging Face model directory or orbax checkpoint of ours.")
   if huggingface.is_hf_checkpoint(path):
     return "huggingface"
   if gguf.is_gguf_checkpoint(path):
     return "gguf"
   if t5x.is_t5x_checkpoint(path):
     return "t5x"
+  if t5x.has_checkpoint_file(path):
+    t5x.t5x_variables(path)  # Raises CheckpointReadError naming what is wrong with the file.
   if orbax.is_orbax_checkpoint(path):
     return "orbax"
-  raise ValueError(
-      f"{path} is not a checkpoint this library reads: expected a T5X checkpoint directory "
-      "(with a msgpack `checkpoint` file), a Hugging Face directory (config.json + "
-      "model.safetensors), a .gguf file or one of our orbax checkpoints "
+  raise CheckpointFormatError(
+      f"{path} is not a checkpoint this library reads ({_contents(path)}): expected a T5X "
+      "checkpoint directory (with a msgpack `checkpoint` file), a Hugging Face directory "
+      "(config.json + model.safetensors), a .gguf file or one of our orbax checkpoints "
       "(checkpoint_<step>/params).")
 
 
@@ -49,20 +80,31 @@ def load_params(path: str | os.PathLike, expected: Mapping[str, Any], config: An
   the prompt, initialized fresh).
   """
   kind = checkpoint_format(path)
-  if kind == "huggingface":
-    loaded = huggingface.load_hf_params(path, config=config, restore_dtype=restore_dtype)
-  elif kind == "gguf":
-    if config is None:
-      config = huggingface.config_from_hf(gguf.gguf_config(path))
-    tensors = gguf.gguf_tensors(path, restore_dtype=restore_dtype)
-    loaded = huggingface.params_from_named_tensors(tensors, tensors.__getitem__, config, os.fspath(path),
-                                                   restore_dtype=restore_dtype)
-  elif kind == "orbax":
-    loaded = orbax.load_params(path, restore_dtype=restore_dtype)
-  else:
-    loaded = t5x.load_t5x_params(path, restore_dtype=restore_dtype)
+  try:
+    if kind == "huggingface":
+      loaded = huggingface.load_hf_params(path, config=config, restore_dtype=restore_dtype)
+    elif kind == "gguf":
+      if config is None:
+        config = huggingface.config_from_hf(gguf.gguf_config(path))
+      tensors = gguf.gguf_tensors(path, restore_dtype=restore_dtype)
+      loaded = huggingface.params_from_named_tensors(tensors, tensors.__getitem__, config,
+                                                     os.fspath(path), restore_dtype=restore_dtype)
+    elif kind == "orbax":
+      loaded = orbax.load_params(path, restore_dtype=restore_dtype)
+    else:
+      loaded = t5x.load_t5x_params(path, restore_dtype=restore_dtype)
+  except (errors.UserInputError, CheckpointMismatchError):
+    raise
+  except (OSError, ValueError) as error:
+    problem = errors.storage_problem(error)
+    if problem is None:
+      raise
+    raise CheckpointReadError(
+        f"{kind} checkpoint {os.fspath(path)} cannot be read ({problem}): it is damaged or "
+        "was copied incompletely; copy it again.") from error
   return match_params(expected, loaded, source=os.fspath(path), allow_missing=allow_missing)
 
 
-__all__ = ["CheckpointMismatchError", "checkpoint_format", "config_from_checkpoint", "load_params",
+__all__ = ["CheckpointFormatError", "CheckpointMismatchError", "CheckpointNotFoundError",
+           "CheckpointReadError", "checkpoint_format", "config_from_checkpoint", "load_params",
            "match_params"]

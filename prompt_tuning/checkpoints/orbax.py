@@ -13,6 +13,8 @@ into place once complete):
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pathlib
 import re
@@ -22,6 +24,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from prompt_tuning import errors
+from prompt_tuning.checkpoints.errors import CheckpointReadError
+
 PathLike = str | os.PathLike
 STEP_PREFIX = "checkpoint"
 PARAMS = "params"
@@ -30,11 +35,38 @@ META = "meta"
 _STEP_FOLDER = re.compile(rf"^{STEP_PREFIX}_(\d+)$")
 
 
-def manager(directory: PathLike, *, keep: Optional[int] = None,
-            create: bool = True) -> ocp.CheckpointManager:
-  """A CheckpointManager over `directory` with our step-folder names and items."""
+class _DropThreadFailureLogs(logging.Filter):
+  """Drops orbax's logs of failed writer / reader threads (with their tracebacks).
+
+  The same failure is raised to the thread that waits for the write or read, where it is
+  reported once (as a one-line error for storage failures); the logged copy only repeats it.
+  """
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR and
+                "_SignalingThread.run() raised an exception" in str(record.msg))
+
+
+_THREAD_FAILURE_FILTER = _DropThreadFailureLogs()
+
+
+def quiet_thread_failure_logs() -> None:
+  """Installs `_DropThreadFailureLogs` on absl's logger (orbax logs through it); idempotent."""
+  logger = logging.getLogger("absl")
+  if _THREAD_FAILURE_FILTER not in logger.filters:
+    logger.addFilter(_THREAD_FAILURE_FILTER)
+
+
+def manager(directory: PathLike, *, keep: Optional[int] = None, create: bool = True,
+            temporary_path_class: Optional[type] = None) -> ocp.CheckpointManager:
+  """A CheckpointManager over `directory` with our step-folder names and items.
+
+  `temporary_path_class` replaces orbax's atomic-rename commit (crash tests only).
+  """
+  quiet_thread_failure_logs()
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, step_prefix=STEP_PREFIX, create=create,
-                                         enable_async_checkpointing=False)
+                                         enable_async_checkpointing=False,
+                                         temporary_path_class=temporary_path_class)
   return ocp.CheckpointManager(os.path.abspath(os.fspath(directory)), options=options,
                                item_names=(PARAMS, OPT_STATE, META))
 
@@ -93,9 +125,30 @@ def save_params(directory: PathLike, params: Mapping[str, Any], step: int,
   return os.path.join(os.path.abspath(os.fspath(directory)), f"{STEP_PREFIX}_{int(step)}")
 
 
+@contextlib.contextmanager
+def reading(folder: str, advice: str = "it is damaged or was copied incompletely; copy it "
+            "again"):
+  """Turns storage failures while reading `folder` (TensorStore, files) into CheckpointReadError.
+
+  Other errors pass unchanged (they may be bugs). `advice` is the fix the message ends with.
+  """
+  try:
+    yield
+  except (OSError, ValueError) as error:
+    if isinstance(error, errors.UserInputError):
+      raise
+    problem = errors.storage_problem(error)
+    if problem is None:
+      raise
+    raise CheckpointReadError(f"checkpoint {folder} cannot be read ({problem}): {advice}.") \
+        from error
+
+
 def _restore_item(folder: str, name: str, args: Any) -> Any:
+  quiet_thread_failure_logs()
   checkpointer = ocp.Checkpointer(_handler_for(args))
-  return checkpointer.restore(os.path.join(folder, name), args=args)
+  with reading(folder):
+    return checkpointer.restore(os.path.join(folder, name), args=args)
 
 
 def _handler_for(args: Any) -> Any:
@@ -117,8 +170,8 @@ def load_params(path: PathLike, restore_dtype: Any = None,
   """The `params` item as a nested dict of numpy arrays (cast to `restore_dtype` if given)."""
   folder = step_folder(path)
   if abstract is None:  # The saved shapes; never the saved sharding (it names the saving devices).
-    abstract = ocp.StandardCheckpointHandler().metadata(
-        pathlib.Path(folder, PARAMS)).tree
+    with reading(folder):
+      abstract = ocp.StandardCheckpointHandler().metadata(pathlib.Path(folder, PARAMS)).tree
   # Every process reads the whole tree onto one of its own CPU devices, whatever mesh or process
   # count wrote it (a saved NamedSharding would fail with "Topology mismatch" elsewhere).
   cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])

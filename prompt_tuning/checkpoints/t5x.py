@@ -28,7 +28,9 @@ import ml_dtypes
 import numpy as np
 import tensorstore as ts
 
+from prompt_tuning import errors
 from prompt_tuning.checkpoints import tree
+from prompt_tuning.checkpoints.errors import CheckpointFormatError, CheckpointReadError
 
 CHECKPOINT_FILE = "checkpoint"
 # Format version 3 (T5X, June 2021) writes bfloat16 natively; earlier versions
@@ -51,10 +53,33 @@ def _is_remote(path: str) -> bool:
   return "://" in path
 
 
-def _gfile():
-  """tf.io.gfile, imported only when a non-local path needs it."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf.io.gfile
+class _RemoteStorage:
+  """tf.io.gfile (imported only when a non-local path needs it) with its errors made one-line
+  CheckpointReadErrors: an unreachable bucket, missing credentials, no network."""
+
+  def __getattr__(self, name: str) -> Any:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    call = getattr(tf.io.gfile, name)
+
+    def checked(path: str, *args: Any, **kwargs: Any) -> Any:
+      try:
+        return call(path, *args, **kwargs)
+      except tf.errors.OpError as error:
+        raise CheckpointReadError(
+            f"cannot read {path} ({errors.one_line(error.message)}): check the path, the network "
+            "connection and your credentials, or copy the checkpoint to a local folder.") \
+            from error
+
+    return checked
+
+
+def _gfile() -> Any:
+  return _RemoteStorage()
+
+
+def remote_exists(path: str) -> bool:
+  """Whether a gs:// (or other tf.io.gfile) path exists; CheckpointReadError if unreachable."""
+  return _gfile().exists(path)
 
 
 def _isdir(path: str) -> bool:
@@ -74,8 +99,14 @@ def _listdir(path: str) -> list[str]:
 
 def _read_bytes(path: str) -> bytes:
   if _is_remote(path):
-    with _gfile().GFile(path, "rb") as f:
-      return f.read()
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    try:
+      with tf.io.gfile.GFile(path, "rb") as f:
+        return f.read()
+    except tf.errors.OpError as error:
+      raise CheckpointReadError(
+          f"cannot read {path} ({errors.one_line(error.message)}): check the path, the network "
+          "connection and your credentials, or copy the checkpoint to a local folder.") from error
   with open(path, "rb") as f:
     return f.read()
 
@@ -109,15 +140,42 @@ def _read_contents(checkpoint_path: PathLike) -> tuple[str, dict[str, Any]]:
   try:
     contents = serialization.msgpack_restore(_read_bytes(file))
   except ValueError as e:
-    raise ValueError(
-        f"{file} is not a T5X checkpoint: it is not msgpack ({e}). A "
-        "TensorFlow checkpoint (a text 'checkpoint' file beside model.ckpt-* "
-        "files) must be converted to T5X first.") from e
+    if _looks_like_tensorflow_index(file):
+      raise CheckpointFormatError(
+          f"{file} is not a T5X checkpoint: it is not msgpack but TensorFlow's checkpoint "
+          "index; a TensorFlow checkpoint (model.ckpt-* files) must be converted to T5X "
+          "first.") from e
+    raise CheckpointReadError(
+        f"{file} cannot be read as a T5X checkpoint: its msgpack data is damaged ({e}; "
+        f"{_size(file)}). The file is truncated or corrupt: copy the checkpoint again.") from e
   if not isinstance(contents, dict):
-    raise ValueError(
+    raise CheckpointFormatError(
         f"{file} is not a T5X checkpoint: its msgpack holds a "
         f"{type(contents).__name__}, not a dict of 'target' and 'state'.")
   return folder, contents
+
+
+def _size(file: str) -> str:
+  try:
+    return f"{_gfile().stat(file).length if _is_remote(file) else os.path.getsize(file)} bytes"
+  except OSError:
+    return "size unknown"
+
+
+def _looks_like_tensorflow_index(file: str) -> bool:
+  """Whether `file` is TensorFlow's text `checkpoint` index (model_checkpoint_path: ...)."""
+  try:
+    return _read_bytes(file)[:64].lstrip().startswith(b"model_checkpoint_path")
+  except OSError:
+    return False
+
+
+def has_checkpoint_file(path: PathLike) -> bool:
+  """Whether `path` is, or is a folder holding, a file named `checkpoint` (T5X's msgpack)."""
+  path = os.fspath(path).rstrip("/")
+  if os.path.basename(path) == CHECKPOINT_FILE and _isfile(path):
+    return True
+  return _isfile(f"{path}/{CHECKPOINT_FILE}")
 
 
 def _section(contents: Mapping[str, Any], name: str, file: str) -> Any:
@@ -127,7 +185,7 @@ def _section(contents: Mapping[str, Any], name: str, file: str) -> Any:
     return optimizer[name]
   if name in contents:
     return contents[name]
-  raise ValueError(
+  raise CheckpointFormatError(
       f"{file} holds no '{name}': its top-level keys are "
       f"{sorted(contents)}; a T5X checkpoint has 'optimizer/{name}' (T5X "
       f"before 2022) or '{name}' (newer T5X).")
@@ -326,13 +384,14 @@ def read_variables(variables: Iterable[T5XVariable],
   return arrays
 
 
-def _read_error(variable: T5XVariable, error: Exception) -> OSError:
-  location = variable.spec["kvstore"]
-  return OSError(
+def _read_error(variable: T5XVariable, error: Exception) -> CheckpointReadError:
+  location = variable.spec["kvstore"].get("path", variable.spec["kvstore"])
+  return CheckpointReadError(
       f"Could not read T5X variable '{variable.path}' (shape "
-      f"{list(variable.shape)}, {variable.dtype}) from {location}: {error}. "
-      "Each large variable lives in a 'target.<dotted path>' sub-folder of "
-      "the checkpoint folder; check that it was copied completely.")
+      f"{list(variable.shape)}, {variable.dtype}) from {location}: "
+      f"{errors.one_line(str(error))}. Each large variable lives in a 'target.<dotted path>' "
+      "sub-folder of the checkpoint folder: the files there are missing or damaged; copy "
+      "the checkpoint again.")
 
 
 def _normalize_variable_path(variable_path: str) -> str:

@@ -151,8 +151,17 @@ def read_rows(path: str, file_format: str | None = None
   file_format = infer_format(path, file_format)
   if not tf.io.gfile.exists(path):
     raise FileTaskError(path, None, None, "no such file")
-  with tf.io.gfile.GFile(path, "r") as f:
-    text = f.read()
+  with tf.io.gfile.GFile(path, "rb") as f:
+    raw = f.read()
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    line = raw.count(b"\n", 0, e.start) + 1
+    column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+    raise FileTaskError(
+        path, line, None,
+        f"byte {raw[e.start:e.start + 1]!r} at character {column} is not UTF-8 text ({e.reason}): "
+        "save the file as UTF-8") from e
   if file_format == "jsonl":
     rows = list(_read_jsonl(path, text))
   else:

@@ -20,6 +20,7 @@ import jax
 
 from prompt_tuning import prompt_files as prompt_files_lib
 from prompt_tuning.models import T5Config
+from prompt_tuning.train import checkpoints as train_checkpoints
 from prompt_tuning.train import (data, ensemble_eval, evaluation, model_setup, models,
                                  partitioning)
 
@@ -27,8 +28,9 @@ from prompt_tuning.train import (data, ensemble_eval, evaluation, model_setup, m
 def _prepared(model_config: T5Config, prompt_config: Any, checkpoint_path: Optional[str],
               prompt_file: Optional[str], trained_checkpoint_path: Optional[str],
               restore_dtype: Optional[str], frozen_dtype: Optional[str], num_partitions: int,
-              decode_config: models.DecodeConfig, dataset_cfg: data.DatasetConfig
-              ) -> tuple[model_setup.RunModel, Any, evaluation.ModelFns]:
+              decode_config: models.DecodeConfig, dataset_cfg: data.DatasetConfig,
+              split_macro: str) -> tuple[model_setup.RunModel, Any, evaluation.ModelFns]:
+  data.check_dataset(dataset_cfg, model_config.vocab_size, split_macro)
   run = model_setup.build_run_model(model_config, prompt_config)
   params = model_setup.initial_params(
       run, checkpoint_path, restore_dtype=restore_dtype, frozen_dtype=frozen_dtype,
@@ -38,8 +40,8 @@ def _prepared(model_config: T5Config, prompt_config: Any, checkpoint_path: Optio
   params = model_setup.with_prompt_file(params, prompt_file)
   mesh = partitioning.make_mesh(num_partitions)
   params = partitioning.place(params, partitioning.param_shardings(run.axes, run.shapes, mesh))
-  return run, params, evaluation.ModelFns(run.module, decode_config, mesh,
-                                         dataset_cfg.batch_size)
+  data.warn_if_truncated(dataset_cfg, limit=dataset_cfg.num_examples)
+  return run, params, evaluation.ModelFns(run.module, decode_config, mesh, dataset_cfg.batch_size)
 
 
 _STEP_FOLDER = re.compile(r"^checkpoint_(\d+)$")
@@ -93,11 +95,11 @@ def evaluate(*,
   frozen checkpoint's; metrics.json records both steps.
   """
   stream = stream or sys.stdout
-  os.makedirs(output_dir, exist_ok=True)
+  train_checkpoints.check_writable(output_dir, "EVAL_OUTPUT_DIR")
   paths = _ensemble_paths(prompt_file, prompt_files)
   run, params, fns = _prepared(model_config, prompt_config, checkpoint_path, prompt_file,
                                trained_checkpoint_path, restore_dtype, frozen_dtype,
-                               num_partitions, decode_config, dataset_cfg)
+                               num_partitions, decode_config, dataset_cfg, "EVAL_SPLIT")
   frozen_step = model_setup.checkpoint_step(checkpoint_path)
   step = prompt_step(prompt_file, trained_checkpoint_path)
   if step is None:
@@ -171,10 +173,11 @@ def infer(*,
   prompt's "predictions".
   """
   stream = stream or sys.stdout
+  train_checkpoints.check_writable(output_dir, "INFER_OUTPUT_DIR")
   paths = _ensemble_paths(prompt_file, prompt_files)
   run, params, fns = _prepared(model_config, prompt_config, checkpoint_path, prompt_file,
                                trained_checkpoint_path, restore_dtype, frozen_dtype,
-                               num_partitions, decode_config, dataset_cfg)
+                               num_partitions, decode_config, dataset_cfg, "INFER_SPLIT")
   if paths:
     ensemble = ensemble_eval.build(run, params, paths, decode_config, fns.mesh,
                                    dataset_cfg.batch_size)

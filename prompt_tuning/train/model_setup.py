@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_tuning import api, checkpoints, prompts
+from prompt_tuning import api, checkpoints, errors, prompts
 from prompt_tuning.checkpoints import orbax as orbax_format
 from prompt_tuning.checkpoints import tree
 from prompt_tuning.models import T5Config
@@ -37,11 +38,44 @@ class RunModel:
     return int(getattr(self.module, "prompt_length", 0) or 0)
 
 
+# T5Config fields that must be positive whole numbers: (gin macro that sets it, an example).
+_POSITIVE_FIELDS = {"vocab_size": ("NUM_EMBEDDINGS", 32128), "emb_dim": ("EMBED_DIM", 768),
+                    "num_heads": ("NUM_HEADS", 12), "head_dim": ("HEAD_DIM", 64),
+                    "mlp_dim": ("MLP_DIM", 2048), "relpos_num_buckets": ("RELPOS_NUM_BUCKETS", 32),
+                    "relpos_max_distance": ("RELPOS_MAX_DISTANCE", 128)}
+_LAYER_FIELDS = {"num_encoder_layers": "NUM_ENCODER_LAYERS",
+                 "num_decoder_layers": "NUM_DECODER_LAYERS"}
+
+
+def check_model_config(config: T5Config) -> None:
+  """Raises ConfigValueError naming the size macro of a model that cannot be built."""
+  for field, (macro, example) in _POSITIVE_FIELDS.items():
+    errors.check_int(getattr(config, field), macro, example=example)
+  for field, macro in _LAYER_FIELDS.items():
+    errors.check_int(getattr(config, field), macro, minimum=0, example=12)
+  rate = config.dropout_rate
+  if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+    raise errors.ConfigValueError(
+        f"DROPOUT_RATE={rate!r} must be a number in [0, 1): pass e.g. --gin.DROPOUT_RATE=0.1.")
+
+
 def build_run_model(config: T5Config, prompt_config: Any = None) -> RunModel:
   """The (prompt-method) model of `config` with its shapes and axes; no weights allocated."""
+  check_model_config(config)
   module = api.build_any_model(config, prompt_config)
   return RunModel(config=config, prompt_config=prompt_config, module=module,
                   shapes=api.param_shapes(module, config), axes=api.param_axes(module, config))
+
+
+def check_trainable_shapes(run: RunModel, trainable_regex: str) -> None:
+  """Raises ConfigValueError when a parameter to train has no values (e.g. PROMPT_LENGTH=0)."""
+  pattern = re.compile(trainable_regex)
+  for path, shape in tree.flatten_params(run.shapes).items():
+    if pattern.fullmatch(path) and 0 in tuple(shape.shape):
+      raise errors.ConfigValueError(
+          f"the parameter to train {path} has shape {list(shape.shape)}, i.e. no values: set "
+          "PROMPT_LENGTH (or the prompt method's size) to at least 1, e.g. "
+          "--gin.PROMPT_LENGTH=100.")
 
 
 def checkpoint_step(path: Optional[str]) -> int:
@@ -70,6 +104,8 @@ def initial_params(run: RunModel, checkpoint: Optional[str], *, restore_dtype: A
   (class labels, sampled vocabulary) get the restored table and `vocabulary` (see
   `init_method_params`).
   """
+  errors.check_dtype(restore_dtype, "RESTORE_DTYPE")
+  errors.check_dtype(frozen_dtype, "FROZEN_DTYPE")
   rng = jax.random.PRNGKey(seed)
   if not checkpoint:
     params = jax.jit(lambda r: api.with_frozen_dtype(

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from prompt_tuning import api
+from prompt_tuning import api, errors
 from prompt_tuning.train import losses
 
 Batch = Mapping[str, jax.Array]
@@ -41,12 +41,24 @@ class LossConfig:
   logits_window: Optional[int] = None
 
   def __post_init__(self):
-    for name in ("logits_chunk_size", "logits_window"):
+    for name, macro in (("logits_chunk_size", "LOSS_CHUNK_SIZE"),
+                        ("logits_window", "LossConfig.logits_window")):
       value = getattr(self, name)
       if value is not None and (not isinstance(value, int) or isinstance(value, bool) or
                                 value < 0):
-        raise ValueError(f"LossConfig.{name}={value!r}: use a positive integer (positions), or "
-                         "None / 0 for all positions.")
+        raise errors.ConfigValueError(
+            f"{macro}: {name}={value!r}: use a positive integer (positions), or None / 0 for "
+            "all positions at once.")
+    for name, value in (("Z_LOSS", self.z_loss), ("LABEL_SMOOTHING", self.label_smoothing)):
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise errors.ConfigValueError(f"{name}={value!r} must be a number >= 0: pass e.g. "
+                                      f"--gin.{name}={0.0001 if name == 'Z_LOSS' else 0.0}.")
+    factor = self.loss_normalizing_factor
+    if factor is not None and (isinstance(factor, bool) or not isinstance(factor, (int, float))
+                               or factor <= 0):
+      raise errors.ConfigValueError(
+          f"LOSS_NORMALIZING_FACTOR={factor!r} must be a positive number or None (the summed "
+          "loss, as T5X fine-tuning): pass e.g. --gin.LOSS_NORMALIZING_FACTOR=None.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +75,21 @@ class DecodeConfig:
 
   def __post_init__(self):
     if self.method not in ("greedy", "beam", "sample"):
-      raise ValueError(f"DecodeConfig.method={self.method!r}: use 'greedy', 'beam' or 'sample'.")
+      raise errors.ConfigValueError(
+          f"DecodeConfig.method={self.method!r}: use 'greedy', 'beam' or 'sample' (include "
+          "models/decoding/beam_search.gin or nucleus_sampling.gin).")
+    errors.check_int(self.num_beams, "BEAM_SIZE", example=4)
+    errors.check_int(self.top_k, "DecodeConfig.top_k", minimum=0, example=40)
+    errors.check_int(self.max_decode_length, "DecodeConfig.max_decode_length", allow_none=True,
+                     example=64)
+    if self.method == "sample" and not (isinstance(self.temperature, (int, float))
+                                        and self.temperature > 0
+                                        and isinstance(self.top_p, (int, float))
+                                        and 0 < self.top_p <= 1):
+      raise errors.ConfigValueError(
+          f"sampling needs TEMPERATURE > 0 and 0 < TOP_P <= 1 (got TEMPERATURE="
+          f"{self.temperature!r}, TOP_P={self.top_p!r}): pass e.g. --gin.TEMPERATURE=0.7 "
+          "--gin.TOP_P=0.95.")
 
 
 def is_decoder_only(module: nn.Module) -> bool:

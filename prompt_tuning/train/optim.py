@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from prompt_tuning import errors
 from prompt_tuning.checkpoints import tree
 
 DEFAULT_TRAINABLE_REGEX = ".*/prompt/.*"
@@ -33,7 +34,13 @@ def split_params(params: dict, trainable_regex: str = DEFAULT_TRAINABLE_REGEX) -
 
   A leaf is trainable when its '/'-joined path fully matches `trainable_regex`.
   """
-  pattern = re.compile(trainable_regex)
+  try:
+    pattern = re.compile(trainable_regex)
+  except (re.error, TypeError) as error:
+    raise errors.ConfigValueError(
+        f"TRAINABLE_REGEX={trainable_regex!r} is not a regular expression ({error}): pass e.g. "
+        "--gin.TRAINABLE_REGEX=\"'.*/prompt/.*'\" (or None for the prompt method's "
+        "parameters).") from error
   trainable, frozen = {}, {}
   for path, leaf in tree.flatten_params(params).items():
     (trainable if pattern.fullmatch(path) else frozen)[path] = leaf

@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from prompt_tuning import errors
+
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
 
@@ -54,8 +56,11 @@ def make_mesh(num_partitions: int = 1, devices: Optional[Sequence[jax.Device]] =
   if devices is None:
     devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
   devices = list(devices)
-  if num_partitions < 1 or len(devices) % num_partitions:
-    raise ValueError(f"NUM_PARTITIONS={num_partitions} must divide the {len(devices)} devices.")
+  if (not isinstance(num_partitions, int) or isinstance(num_partitions, bool)
+      or num_partitions < 1 or len(devices) % num_partitions):
+    raise errors.ConfigValueError(
+        f"NUM_PARTITIONS={num_partitions!r} must be a positive whole number that divides the "
+        f"{len(devices)} devices: pass e.g. --gin.NUM_PARTITIONS=1.")
   grid = np.asarray(devices).reshape(len(devices) // num_partitions, num_partitions)
   return Mesh(grid, (DATA_AXIS, MODEL_AXIS))
 

@@ -9,6 +9,7 @@ holds a checkpoint -> loop (log, evaluate every EVAL_PERIOD, checkpoint every
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -17,13 +18,16 @@ from typing import Any, Callable, Optional, TextIO
 import jax
 import jax.numpy as jnp
 
-from prompt_tuning import api
+from prompt_tuning import api, errors
 from prompt_tuning.models import T5Config
 from prompt_tuning.checkpoints import orbax as orbax_format
 from prompt_tuning.train import best
 from prompt_tuning.train import checkpoints as train_checkpoints
 from prompt_tuning.train import (data, evaluation, metrics_log, model_setup, models, optim,
-                                 partitioning, summary, trainer)
+                                 partitioning, recovery, summary, trainer)
+
+# Examples of the training split whose lengths are checked against TASK_FEATURE_LENGTHS.
+TRUNCATION_CHECK_EXAMPLES = 10_000
 
 
 class TrainStepsError(ValueError):
@@ -50,6 +54,28 @@ def _place_state(run: model_setup.RunModel, params: dict, trainable_regex: str,
   trainable_sh, frozen_sh = optim.split_params(shardings, trainable_regex)
   return (partitioning.place(trainable, trainable_sh), partitioning.place(frozen, frozen_sh),
           trainable_sh, frozen_sh)
+
+
+def check_run_values(total_steps: Any, checkpoint_period: Any, keep_checkpoints: Any,
+                     log_period: Any, eval_period: Any, num_microbatches: Any,
+                     batch_size: int, learning_rate: Any) -> None:
+  """Raises ConfigValueError naming the gin macro of a loop setting that cannot work."""
+  if not callable(learning_rate) and (
+      isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float))
+      or not math.isfinite(learning_rate) or learning_rate < 0):
+    raise errors.ConfigValueError(
+        f"LEARNING_RATE={learning_rate!r} must be a number >= 0 (or a schedule): pass e.g. "
+        "--gin.LEARNING_RATE=0.3.")
+  errors.check_int(total_steps, "TRAIN_STEPS", example=1000)
+  errors.check_int(checkpoint_period, "SAVING_PERIOD", allow_none=True, example=1000)
+  errors.check_int(keep_checkpoints, "KEEP_CHECKPOINTS", allow_none=True)
+  errors.check_int(log_period, "LOG_PERIOD", example=100)
+  errors.check_int(eval_period, "EVAL_PERIOD", minimum=0, allow_none=True, example=1000)
+  errors.check_int(num_microbatches, "NUM_MICROBATCHES")
+  if batch_size % num_microbatches:
+    raise errors.ConfigValueError(
+        f"NUM_MICROBATCHES={num_microbatches} must divide BATCH_SIZE={batch_size}: change one "
+        "of them.")
 
 
 def train(*,
@@ -100,8 +126,22 @@ def train(*,
   started = time.perf_counter()
   stream = stream or sys.stdout
   train_checkpoints.check_writable(model_dir)
+  check_run_values(total_steps, checkpoint_period, keep_checkpoints, log_period, eval_period,
+                   num_microbatches, train_dataset_cfg.batch_size, learning_rate)
   trainable_regex = trainable_regex or api.METHOD_PARAMS_REGEX
-  checkpointer = train_checkpoints.TrainCheckpointer(model_dir, keep=keep_checkpoints)
+  run = model_setup.build_run_model(model_config, prompt_config)
+  optim.split_params(run.shapes, trainable_regex)  # The regex is valid and selects something.
+  model_setup.check_trainable_shapes(run, trainable_regex)
+  mesh = partitioning.make_mesh(num_partitions)
+  data.check_dataset(train_dataset_cfg, model_config.vocab_size, "the training split ('train')")
+  evaluates = eval_dataset_cfg is not None and bool(eval_period or eval_before_training)
+  if evaluates:
+    data.check_dataset(eval_dataset_cfg, model_config.vocab_size, "EVAL_SPLIT")
+  recovery.clean_model_dir(model_dir)  # Before orbax lists the folder.
+  checkpointer = train_checkpoints.TrainCheckpointer(
+      model_dir, keep=keep_checkpoints,
+      exporter=lambda folder, step, trainable: train_checkpoints.export_step_files(
+          folder, step, trainable, prompt_config, model_config))
   start_step = model_setup.checkpoint_step(initial_checkpoint_path)
   resume_step = checkpointer.latest_step()
   tracker = _best_tracker(model_dir, best_metric, best_metric_mode, early_stopping_patience,
@@ -117,11 +157,6 @@ def train(*,
         f"TRAIN_STEPS={total_steps} but training is already at step {start_step} (TRAIN_STEPS "
         "is absolute, as in T5X: it counts the frozen checkpoint's steps). Set TRAIN_STEPS to "
         f"{start_step} + the number of steps to train.")
-  if config_text is not None and jax.process_index() == 0:
-    with open(os.path.join(model_dir, "config.gin"), "w", encoding="utf-8") as f:
-      f.write(config_text)
-  run = model_setup.build_run_model(model_config, prompt_config)
-  mesh = partitioning.make_mesh(num_partitions)
   log = metrics_log.MetricsLog(model_dir, total_steps, stream=stream, tensorboard=tensorboard)
   learning_rate = optim.make_schedule(lr_schedule, learning_rate, warmup_steps=warmup_steps,
                                       start_step=start_step, total_steps=total_steps)
@@ -150,6 +185,16 @@ def train(*,
     position = int(meta.get("data_position", 0))
     log.message(f"Resuming from {checkpointer.model_dir} at step {resume_step} "
                 f"(data position {position}).")
+  # Committed checkpoints lacking `.npy` files (e.g. deleted, or written by a version that
+  # exported after the commit) get them back; metrics of steps after the resumed one are
+  # dropped (they are logged again).
+  recovery.repair_exports(checkpointer, state.trainable, train_checkpoints.export_names(
+      state.trainable, prompt_config, model_config))
+  recovery.trim_metrics(model_dir, resume_step)
+  if config_text is not None and jax.process_index() == 0:
+    with open(os.path.join(model_dir, "config.gin"), "w", encoding="utf-8") as f:
+      f.write(config_text)
+  data.warn_if_truncated(train_dataset_cfg, limit=TRUNCATION_CHECK_EXAMPLES)
 
   state = partitioning.place(state, state_sh)  # Placed as the step's outputs: one compilation.
 
@@ -201,8 +246,6 @@ def train(*,
     meta = {"data_position": batches.position, "trainable_regex": trainable_regex,
             "initial_checkpoint_path": initial_checkpoint_path or "", "start_step": start_step}
     prompt_files[:] = checkpointer.save(step, current.trainable, current.opt_state, meta)
-    prompt_files.extend(train_checkpoints.export_for_inference(
-        model_dir, step, current.trainable, prompt_config, model_config))
 
   if model_config.architecture == "decoder_only" and not model_config.zero_is_padding and (
       not loss_config.logits_window):

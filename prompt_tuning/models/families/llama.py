@@ -19,7 +19,7 @@ Tree mapping (our T5X-style names <- Hugging Face):
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from prompt_tuning.models.config import ModelConfig
 from prompt_tuning.models.families import Family, TensorName, register
@@ -160,6 +160,15 @@ def hf_config(config: ModelConfig, model_type: str, architecture: str) -> dict[s
 
 def hf_config_from_config(config: ModelConfig) -> dict[str, Any]:
   return hf_config(config, "llama", "LlamaForCausalLM")
+
+
+def register_variant(name: str, architecture: str,
+                     config_from_hf: Callable[[Mapping[str, Any]], ModelConfig]) -> Family:
+  """Registers a family with Llama's tensor layout and its own config mapping (Mistral, Qwen2)."""
+  return register(Family(name=name, model_types=(name,), config_from_hf=config_from_hf,
+                         tensor_names=decoder_tensor_names, ignored=IGNORED,
+                         tied_head_name="lm_head.weight",
+                         hf_config_from_config=lambda c: hf_config(c, name, architecture)))
 
 
 # Rotary frequencies some older checkpoints store per layer (recomputed here).

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from prompt_tuning.models.config import ModelConfig
-from prompt_tuning.models.families import Family, register
 from prompt_tuning.models.families import llama
 
 
@@ -18,11 +17,4 @@ def config_from_hf(hf: Mapping[str, Any]) -> ModelConfig:
   return llama.decoder_config(hf, "mistral", sliding_window=int(window) if window else None)
 
 
-def hf_config_from_config(config: ModelConfig) -> dict[str, Any]:
-  return llama.hf_config(config, "mistral", "MistralForCausalLM")
-
-
-FAMILY = register(Family(name="mistral", model_types=("mistral",), config_from_hf=config_from_hf,
-                         tensor_names=llama.decoder_tensor_names, ignored=llama.IGNORED,
-                         tied_head_name="lm_head.weight",
-                         hf_config_from_config=hf_config_from_config))
+FAMILY = llama.register_variant("mistral", "MistralForCausalLM", config_from_hf)

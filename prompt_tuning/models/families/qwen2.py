@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from prompt_tuning.models.config import ModelConfig
-from prompt_tuning.models.families import Family, register
 from prompt_tuning.models.families import llama
 
 
@@ -23,11 +22,4 @@ def config_from_hf(hf: Mapping[str, Any]) -> ModelConfig:
   return llama.decoder_config(hf, "qwen2", attention_bias=True)
 
 
-def hf_config_from_config(config: ModelConfig) -> dict[str, Any]:
-  return llama.hf_config(config, "qwen2", "Qwen2ForCausalLM")
-
-
-FAMILY = register(Family(name="qwen2", model_types=("qwen2",), config_from_hf=config_from_hf,
-                         tensor_names=llama.decoder_tensor_names, ignored=llama.IGNORED,
-                         tied_head_name="lm_head.weight",
-                         hf_config_from_config=hf_config_from_config))
+FAMILY = llama.register_variant("qwen2", "Qwen2ForCausalLM", config_from_hf)
