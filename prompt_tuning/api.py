@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
 import re
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -32,7 +33,7 @@ METHOD_PARAMS_REGEX = ".*/(prompt|prefix)/.*"
 
 def init_params(module: nn.Module, config: ModelConfig, rng: jax.Array) -> dict:
   """Random parameters (float32, unboxed) for `module`."""
-  return nn.unbox(module.init(rng, *_dummy_inputs(config))["params"])
+  return nn.unbox(module.init(rng, *_dummy_inputs(config), **_dummy_options(module))["params"])
 
 
 def param_shapes(module: nn.Module, config: ModelConfig) -> dict:
@@ -42,9 +43,20 @@ def param_shapes(module: nn.Module, config: ModelConfig) -> dict:
 
 def param_axes(module: nn.Module, config: ModelConfig) -> dict:
   """Tree of logical axis-name tuples, one per parameter."""
-  boxed = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *_dummy_inputs(config)))
+  boxed = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *_dummy_inputs(config),
+                                             **_dummy_options(module)))
   return jax.tree_util.tree_map(lambda box: tuple(box.names), boxed["params"],
                                 is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
+def _dummy_options(module: nn.Module) -> dict[str, jax.Array]:
+  """Keyword inputs a module needs to build its parameters: a template model's slots."""
+  template = getattr(module, "template", None)
+  if not template:
+    return {}
+  from prompt_tuning import templates  # Local: only templates need it.
+  return {"prompt_slots": jnp.zeros((1, len(templates.parse_template(template).slot_lengths)),
+                                    jnp.int32)}
 
 
 def _dummy_inputs(config: ModelConfig) -> tuple[jax.Array, ...]:
@@ -94,6 +106,8 @@ class LoadedModel:
   # Where the weights came from (None: random); the tokenizer is read from there.
   checkpoint: Optional[str] = None
   _vocabulary: Any = dataclasses.field(default=None, repr=False)
+  # The last decoder-only ensemble's prompt keys/values ({"key": ..., "cache": PromptCache}).
+  _prompt_caches: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @property
   def is_decoder_only(self) -> bool:
@@ -239,8 +253,8 @@ class LoadedModel:
                         attention_mask: Any = None, method: str = "greedy", num_beams: int = 4,
                         alpha: float = 0.6, temperature: float = 1.0, top_k: int = 0,
                         top_p: float = 1.0, rng: Optional[jax.Array] = None,
-                        eos_id: Optional[int | Sequence[int]] = None
-                        ) -> tuple[np.ndarray, np.ndarray]:
+                        eos_id: Optional[int | Sequence[int]] = None,
+                        prompt_slots: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Generates with N prompts at once and combines the answers by majority vote.
 
     `prompts`: an [N, P, D] array or a list of N [P, D] arrays / `.npy` paths (prompt tuning,
@@ -260,17 +274,40 @@ class LoadedModel:
                    alpha=float(alpha), temperature=float(temperature), top_k=int(top_k),
                    top_p=float(top_p), eos_id=eos)
     tiled = ensembles.tile_rows(inputs, num_prompts)
+    slots = ensembles.tile_rows(None if prompt_slots is None else
+                                jnp.asarray(prompt_slots, jnp.int32), num_prompts)
     if self.is_decoder_only:
       if mask is None:
         mask = self.module.apply({"params": self.params}, inputs, method="prefill_validity")
-      tokens = generate_decoder_only(module, params, tiled, rng,
-                                     ensembles.tile_rows(mask, num_prompts), **options)
+      mask = ensembles.tile_rows(mask, num_prompts)
+      cache = self._ensemble_prompt_cache(module, params)
+      if cache is None:
+        tokens = generate_decoder_only(module, params, tiled, rng, mask, slots, **options)
+      else:
+        from prompt_tuning import prompt_cache  # Local: it imports this module.
+        tokens = prompt_cache.generate_from_cache(module, params, cache, tiled, rng, mask,
+                                                  **options)
     else:
-      tokens = generate_encoder_decoder(module, params, tiled, rng, **options)
+      tokens = generate_encoder_decoder(module, params, tiled, rng, slots, **options)
     per_prompt = fill_after_eos(np.asarray(tokens), eos, self.config.output_pad_id)
     per_prompt = per_prompt.reshape((num_prompts, inputs.shape[0]) + per_prompt.shape[1:])
     eos_ids = (eos,) if isinstance(eos, int) else eos
     return ensembles.majority_vote(per_prompt, eos_ids), per_prompt
+
+  def _ensemble_prompt_cache(self, module: nn.Module, params: dict) -> Any:
+    """The N prompts' keys/values of a decoder-only ensemble (`prompt_cache`), built on first
+    use and kept for later calls with the same prompts and frozen weights; None where the
+    placement is not a plain prefix (the prompt is then recomputed in each prefill)."""
+    from prompt_tuning import prompt_cache  # Local: it imports this module.
+    if getattr(module, "placement", "prefix") != "prefix" or getattr(module, "slot_lengths",
+                                                                     None):
+      return None
+    prompts_NPD = np.asarray(ensemble_prompts(params, module))
+    key = (id(self.params), prompts_NPD.shape, hashlib.sha1(prompts_NPD.tobytes()).hexdigest())
+    if self._prompt_caches.get("key") != key:
+      self._prompt_caches.clear()
+      self._prompt_caches.update(key=key, cache=prompt_cache.build_prompt_cache(module, params))
+    return self._prompt_caches["cache"]
 
   def score_ensemble(self, inputs: Any, targets: Any, prompts: Any) -> tuple[np.ndarray,
                                                                             np.ndarray]:
@@ -307,7 +344,8 @@ class LoadedModel:
                top_p: float = 1.0,
                rng: Optional[jax.Array] = None,
                eos_id: Optional[int | Sequence[int]] = None,
-               prompt: Any = None) -> np.ndarray:
+               prompt: Any = None,
+               prompt_slots: Any = None) -> np.ndarray:
     """Generates up to `max_decode_length` tokens after `inputs` (token array [B, T], or a list
     of strings for decoder-only models).
 
@@ -315,8 +353,10 @@ class LoadedModel:
     token, padding on either side). method: "greedy", "beam" (best of `num_beams`, T5X
     brevity penalty `alpha`) or "sample" (temperature / top-k / top-p). `eos_id` (default: the
     checkpoint's end-of-sequence id(s)) ends a row. `prompt` ([P, D] array or `.npy` path)
-    replaces a prompt model's prompt. Returns int32 [B, max_decode_length] of new tokens;
-    positions after EOS hold the pad id (T5: 0). `decode(...)` turns them into strings.
+    replaces a prompt model's prompt. `prompt_slots` [B, K]: a template model's slot
+    positions among the input tokens (`encode_template` makes both). Returns int32
+    [B, max_decode_length] of new tokens; positions after EOS hold the pad id (T5: 0).
+    `decode(...)` turns them into strings.
     """
     if method not in ("greedy", "beam", "sample"):
       raise ValueError(f"generate(method={method!r}): use 'greedy', 'beam' or 'sample'.")
@@ -328,13 +368,50 @@ class LoadedModel:
                    alpha=float(alpha), temperature=float(temperature), top_k=int(top_k),
                    top_p=float(top_p), eos_id=eos)
     params = self._params(prompt)
+    slots = None if prompt_slots is None else jnp.asarray(prompt_slots, jnp.int32)
     if self.is_decoder_only:
       if mask is None:
         mask = self.module.apply({"params": params}, inputs, method="prefill_validity")
-      tokens = generate_decoder_only(self.module, params, inputs, rng, mask, **options)
+      tokens = generate_decoder_only(self.module, params, inputs, rng, mask, slots, **options)
     else:
-      tokens = generate_encoder_decoder(self.module, params, inputs, rng, **options)
+      tokens = generate_encoder_decoder(self.module, params, inputs, rng, slots, **options)
     return fill_after_eos(np.asarray(tokens), eos, self.config.output_pad_id)
+
+  def encode_template(self, rows: Sequence[Mapping[str, Any]], template: Optional[str] = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Examples (dicts of the template's fields) -> (tokens int32 [B, T], attention_mask
+    [B, T], prompt_slots int32 [B, K]) for a template model's `generate` / `logits`.
+
+    `template`: default the model's own (PROMPT_TEMPLATE). The text pieces between slots are
+    tokenized separately; decoder-only rows start with BOS when the tokenizer adds one, T5
+    rows end with EOS (as the tasks' inputs do). Right-padded.
+    """
+    from prompt_tuning import templates  # Local: only templates need it.
+    from prompt_tuning.data import model_vocab  # Local: pulls in seqio / tokenizers.
+    template = template or getattr(self.prompt_config, "template", None)
+    if not template:
+      raise ValueError("encode_template needs a template: the model has none (load it with "
+                       "PROMPT_TEMPLATE='[P:3] {x} ...') and none was given.")
+    parsed = templates.parse_template(template)
+    head = [int(self.vocabulary.bos_id)] if (
+        self.is_decoder_only and model_vocab.adds_bos(self.vocabulary)) else []
+    tail = [] if self.is_decoder_only else [int(self.vocabulary.eos_id)]
+    token_rows, slot_rows = [], []
+    for row in rows:
+      pieces = [list(self.vocabulary.encode(p)) if p else []
+                for p in parsed.render_pieces(row)]
+      slots = templates.text_slots([len(p) for p in pieces], parsed.leading)
+      token_rows.append(head + [t for piece in pieces for t in piece] + tail)
+      slot_rows.append(templates.model_slots(slots, len(head)))
+    pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
+    tokens, mask = _pad_rows(token_rows, pad)
+    return tokens, mask, np.asarray(slot_rows, np.int32)
+
+
+def ensemble_prompts(params: dict, module: nn.Module) -> jax.Array:
+  """The [N, P, D] prompts of an ensemble module's parameters (`ensembles.ensemble_params`)."""
+  stack = "decoder" if module.config.architecture == "decoder_only" else "encoder"
+  return params[stack]["prompt"]["prompt"]["prompt"]
 
 
 def _target_log_likelihoods(logits_BTV: jax.Array, rows: Sequence[Sequence[int]],
@@ -472,11 +549,16 @@ _STATIC = ("module", "method", "max_decode_length", "num_beams", "alpha", "tempe
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def generate_encoder_decoder(module: nn.Module, params: dict, encoder_input_tokens: jax.Array,
-                              rng: jax.Array, **options) -> jax.Array:
-  """Encodes once, fills the cross-attention cache, then decodes from the start token."""
+                              rng: jax.Array, prompt_slots: Optional[jax.Array] = None,
+                              **options) -> jax.Array:
+  """Encodes once, fills the cross-attention cache, then decodes from the start token.
+
+  `prompt_slots` [B, K]: a template model's slot positions among the inputs.
+  """
   variables = {"params": params}
+  slots = {} if prompt_slots is None else {"prompt_slots": prompt_slots}
   encoded_BSD, encoder_mask_BS = module.apply(variables, encoder_input_tokens,
-                                              method=module.encode_with_mask)
+                                              method=module.encode_with_mask, **slots)
   cache = module.apply(variables, encoded_BSD, encoder_mask_BS, options["max_decode_length"],
                        method=module.init_decode_cache)
 
@@ -496,15 +578,45 @@ def left_align_padding(tokens_BT: jax.Array,
           jnp.take_along_axis(valid_BT, order_BT, axis=1))
 
 
+def left_align_slots(slots_BK: jax.Array, valid_BT: jax.Array) -> jax.Array:
+  """Slot positions [B, K] among tokens [B, T] -> the same slots after `left_align_padding`
+  (each before the same real token: the row's padding count + the real tokens before it)."""
+  valid_BT = valid_BT > 0
+  padding_B1 = jnp.sum(~valid_BT, axis=1, keepdims=True)
+  real_before_BT1 = jnp.concatenate(
+      [jnp.zeros_like(padding_B1), jnp.cumsum(valid_BT, axis=1)], axis=1)
+  slots_BK = jnp.clip(jnp.asarray(slots_BK, jnp.int32), 0, valid_BT.shape[1])
+  return (padding_B1 + jnp.take_along_axis(real_before_BT1, slots_BK, axis=1)).astype(jnp.int32)
+
+
+def _tokens_or_first_embedding(module: nn.Module, variables: dict,
+                               first_step: int) -> decoding.TokensToLogits:
+  """A template model's step function: its state is (cache, first embedding [B, D]); the step
+  at `first_step` feeds that embedding (the last prefill position), later steps the token."""
+
+  def tokens_to_logits(tokens_B1, state, step):
+    cache, first_BD = state
+    embedded_B1D = module.apply(variables, tokens_B1, method=module.embed)
+    embedded_B1D = jnp.where(step == first_step, first_BD[:, None].astype(embedded_B1D.dtype),
+                             embedded_B1D)
+    logits_B1V, cache = module.apply(variables, embedded_B1D, cache, step,
+                                     method=module.decode_embedded_step)
+    return logits_B1V[:, 0], (cache, first_BD)
+
+  return tokens_to_logits
+
+
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def generate_decoder_only(module: nn.Module, params: dict, input_tokens: jax.Array,
                            rng: jax.Array, input_valid: Optional[jax.Array] = None,
-                           **options) -> jax.Array:
+                           prompt_slots: Optional[jax.Array] = None, **options) -> jax.Array:
   """Prefills the cache with the (left-aligned) inputs, then continues after the last one.
 
   `input_valid` [B, T] marks the real input tokens (default: the model's convention, T5:
   token 0 is padding). A prompt model's cache has P more positions; its prefill writes the
-  prompt (always).
+  prompt (always). A template model's segments go to `prompt_slots` [B, K] (token positions
+  among `input_tokens`; a slot after the last token puts its segment right before the
+  generated text).
   """
   variables = {"params": params}
   if input_valid is None:
@@ -514,6 +626,16 @@ def generate_decoder_only(module: nn.Module, params: dict, input_tokens: jax.Arr
   num_prompt = getattr(module, "prompt_length", 0)
   cache = module.apply(variables, batch, length + options["max_decode_length"],
                        method=module.init_decode_cache)
+  if getattr(module, "template", None):
+    if prompt_slots is not None:
+      prompt_slots = left_align_slots(prompt_slots, input_valid)
+    cache, first_BD = module.apply(variables, tokens_BT, cache, valid_BT, prompt_slots,
+                                   method=module.prefill_template)
+    step_fn = _tokens_or_first_embedding(module, variables, length - 1 + num_prompt)
+    return _search(step_fn, (cache, first_BD), tokens_BT[:, -1], length - 1 + num_prompt, rng,
+                   **options)
+  if prompt_slots is not None:
+    raise ValueError("prompt_slots are for models with a prompt template (PROMPT_TEMPLATE).")
   if length > 1 or num_prompt:
     cache = module.apply(variables, tokens_BT[:, :-1], cache, valid_BT[:, :-1],
                          method=module.prefill)

@@ -31,7 +31,7 @@ _USER_ERROR_NAMES = (
     "GinConfigError", "CheckpointMismatchError", "TaskNotFoundError", "ModelDirError",
     "NonFiniteLossError", "TrainStepsError", "NothingToTrainError", "PromptFileError",
     "UnknownLogicalAxisError", "FileTaskError", "UsageError", "PromptInitError",
-    "BestMetricError", "ScheduleError", "ModelConfigError", "UserInputError")
+    "BestMetricError", "ScheduleError", "ModelConfigError", "UserInputError", "TemplateError")
 
 FLAGS = flags.FLAGS
 
@@ -170,7 +170,7 @@ def _configured_call(command_fn: Callable[[], Callable[..., Any]]) -> Any:
     import seqio
     seqio.set_tfds_data_dir_override(FLAGS.tfds_data_dir)
   gin_utils.parse_gin_config(command_line.gin_files, command_line.bindings,
-                             command_line.gin_search_paths, before_finalize=_default_file_task_name)
+                             command_line.gin_search_paths, before_finalize=_bind_command_defaults)
   try:  # These constructors only check values: what they reject is a configuration error.
     if gin_utils.binds_model_config():
       config = gin_utils.call_configured(model_config.ModelConfig)
@@ -215,12 +215,19 @@ _EVAL_DATASETS = {"train": "train_eval/data.DatasetConfig.mixture_or_task_name",
 FILE_TASK_NAME = "file_task"
 
 
-def _default_file_task_name() -> None:
-  """With TRAIN_FILE / VALIDATION_FILE / TEST_FILE, MIXTURE_OR_TASK_NAME defaults to
-  "file_task" (the name the route registers)."""
+def _bind_command_defaults() -> None:
+  """Defaults that depend on other macros: with TRAIN_FILE / VALIDATION_FILE / TEST_FILE,
+  MIXTURE_OR_TASK_NAME defaults to "file_task" (the name the route registers); with
+  PROMPT_FILES (an ensemble), PROMPT_FILE to None; with an INPUT_TEMPLATE holding [P:n] slots,
+  PROMPT_TEMPLATE to it."""
   from prompt_tuning import gin_utils
   if any(gin_utils.macro_value(m) for m in FILE_MACROS):
     gin_utils.bind_default("MIXTURE_OR_TASK_NAME", FILE_TASK_NAME)
+  if gin_utils.macro_value("PROMPT_FILES") is not None:
+    gin_utils.bind_default("PROMPT_FILE", None)
+  input_template = gin_utils.macro_value("INPUT_TEMPLATE")
+  if isinstance(input_template, str) and "[P:" in input_template:
+    gin_utils.bind_default("PROMPT_TEMPLATE", input_template)  # The model follows the data.
 
 
 def _register_file_route(config: Any, command_name: str) -> None:
@@ -237,6 +244,10 @@ def _register_file_route(config: Any, command_name: str) -> None:
   from prompt_tuning.data import file_tasks, model_vocab  # Local: pulls in TensorFlow.
   if "label_names" in values:
     values["label_names"] = tuple(values["label_names"])
+  prompt_template = gin_utils.macro_value("PROMPT_TEMPLATE")
+  if prompt_template and "input_template" not in values:
+    values["input_template"] = prompt_template  # The inputs follow the model's template.
+  _check_templates(values.get("input_template"), prompt_template)
   route = file_tasks.FileRoute(**values)
   checkpoint = (gin_utils.macro_value("INITIAL_CHECKPOINT_PATH") or
                 gin_utils.macro_value("CHECKPOINT_PATH"))
@@ -247,6 +258,19 @@ def _register_file_route(config: Any, command_name: str) -> None:
   gin_utils.bind("%MIXTURE_OR_TASK_NAME", name)
   if rank_task and command_name in _EVAL_DATASETS:
     gin_utils.bind(_EVAL_DATASETS[command_name], rank_task)
+
+
+def _check_templates(input_template: Any, prompt_template: Any) -> None:
+  """INPUT_TEMPLATE and PROMPT_TEMPLATE must have the same [P:n] slots when both have slots."""
+  from prompt_tuning import templates
+  if not (templates.has_slots(input_template) and prompt_template):
+    return
+  data_slots = templates.parse_template(input_template).slot_lengths
+  model_slots = templates.parse_template(prompt_template).slot_lengths
+  if data_slots != model_slots:
+    raise UsageError(f"INPUT_TEMPLATE {input_template!r} has prompt slots {list(data_slots)} but "
+                     f"PROMPT_TEMPLATE {prompt_template!r} has {list(model_slots)}: give the "
+                     "same [P:n] slots (or set only INPUT_TEMPLATE; the model follows it).")
 
 
 def execute(command_fn: Callable[[], Callable[..., Any]], argv: Sequence[str]) -> Any:

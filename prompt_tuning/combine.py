@@ -1,7 +1,9 @@
-"""Placing a batched prompt among embedded tokens: prefix, prefix after BOS, suffix before EOS.
+"""Placing a batched prompt among embedded tokens: prefix, prefix after BOS, suffix before EOS,
+and templates (K segments of the prompt at per-example token positions).
 
-Every placement inserts the P prompt rows contiguously at a per-example index, so one gather
-(`insert_prompt`) serves all of them; the matching masks are in `prompt_tuning.masks`.
+Every named placement inserts the P prompt rows contiguously at a per-example index, so one
+gather (`insert_prompt`) serves all of them; a template's segments go in with
+`insert_segments`. The matching masks are in `prompt_tuning.masks`.
 Token conventions: 0 is padding (at the end of a row unless said otherwise), 1 is EOS.
 """
 
@@ -112,6 +114,95 @@ def suffix_prompt_before_eos(prompt_BPD: jax.Array, embedded_BTD: jax.Array,
                              tokens_BT: jax.Array) -> jax.Array:
   """[inputs, prompt, EOS, padding] per example (ragged lengths) -> [B, T+P, D]."""
   return insert_prompt(prompt_BPD, embedded_BTD, before_eos_index(tokens_BT))
+
+
+# --- Templates: K prompt segments at per-example positions (`prompt_tuning.templates`) ---------
+# `slots_BK` [B, K] are non-decreasing token indices: segment k (lengths `slot_lengths`, rows
+# offset_k .. offset_k + n_k - 1 of the prompt) goes right before token slots[b, k]. One
+# segment at `index_B` is `insert_prompt`.
+
+
+def _segment_source(slots_BK: jax.Array, slot_lengths: tuple[int, ...],
+                    length: int) -> tuple[jax.Array, ...]:
+  """For each combined position [B, T+P]: whether it is a prompt row, its token row and its
+  prompt row."""
+  lengths_K = jnp.asarray(slot_lengths, jnp.int32)
+  offsets_K = jnp.cumsum(lengths_K) - lengths_K
+  positions_S = jnp.arange(length + sum(slot_lengths))
+  starts_BK = slots_BK.astype(jnp.int32) + offsets_K[None, :]
+  relative_BSK = positions_S[None, :, None] - starts_BK[:, None, :]
+  inside_BSK = (relative_BSK >= 0) & (relative_BSK < lengths_K)
+  is_prompt_BS = inside_BSK.any(axis=-1)
+  prompt_row_BS = jnp.sum(jnp.where(inside_BSK, offsets_K + relative_BSK, 0), axis=-1)
+  before_BS = jnp.sum(jnp.clip(relative_BSK, 0, lengths_K), axis=-1)  # prompt rows before.
+  token_row_BS = jnp.clip(positions_S[None, :] - before_BS, 0, max(length - 1, 0))
+  return is_prompt_BS, token_row_BS, prompt_row_BS
+
+
+def check_segments(slots_BK: jax.Array, slot_lengths: tuple[int, ...], batch: int) -> None:
+  """A clear error when `slots_BK` does not fit the template's slots."""
+  if slots_BK.ndim != 2 or slots_BK.shape != (batch, len(slot_lengths)):
+    raise ValueError(f"prompt_slots has shape {list(slots_BK.shape)}; the template has "
+                     f"{len(slot_lengths)} slots {list(slot_lengths)}, so it must be "
+                     f"[{batch}, {len(slot_lengths)}] (one token index per slot and example).")
+
+
+def insert_segments(prompt_BPD: jax.Array, embedded_BTD: jax.Array, slots_BK: jax.Array,
+                    slot_lengths: tuple[int, ...]) -> jax.Array:
+  """Embeddings [B, T+P, D] with prompt segment k placed before token slots[b, k]."""
+  batch, length = embedded_BTD.shape[:2]
+  check_segments(slots_BK, slot_lengths, batch)
+  if prompt_BPD.shape[:2] != (batch, sum(slot_lengths)):
+    raise ValueError(f"insert_segments: prompt shape {list(prompt_BPD.shape)} does not fit the "
+                     f"template's slots {list(slot_lengths)} (P = {sum(slot_lengths)}) and "
+                     f"batch {batch}.")
+  if length == 0:
+    return prompt_BPD.astype(embedded_BTD.dtype)
+  is_prompt_BS, token_row_BS, prompt_row_BS = _segment_source(slots_BK, slot_lengths, length)
+  tokens_BSD = jnp.take_along_axis(embedded_BTD, token_row_BS[..., None], axis=1)
+  prompts_BSD = jnp.take_along_axis(prompt_BPD.astype(embedded_BTD.dtype),
+                                    prompt_row_BS[..., None], axis=1)
+  return jnp.where(is_prompt_BS[..., None], prompts_BSD, tokens_BSD)
+
+
+def insert_segment_values(values_BT: jax.Array, slots_BK: jax.Array,
+                          slot_lengths: tuple[int, ...], fill: int | float | bool) -> jax.Array:
+  """Per-position values [B, T] -> [B, T+P] with `fill` on every prompt position."""
+  batch = values_BT.shape[0]
+  prompt_BP1 = jnp.full((batch, sum(slot_lengths), 1), fill, values_BT.dtype)
+  return insert_segments(prompt_BP1, values_BT[..., None], slots_BK, slot_lengths)[..., 0]
+
+
+def segment_positions(slots_BK: jax.Array, slot_lengths: tuple[int, ...],
+                      length: int) -> jax.Array:
+  """Where each token t lands among the combined positions: int32 [B, T+1] (entry T: T+P, the
+  end), i.e. t plus the lengths of the segments placed before it."""
+  lengths_K = jnp.asarray(slot_lengths, jnp.int32)
+  tokens_T = jnp.arange(length + 1)
+  before_BTK = slots_BK[:, None, :] <= tokens_T[None, :, None]
+  shifted_BT = tokens_T[None, :] + jnp.sum(jnp.where(before_BTK, lengths_K, 0), axis=-1)
+  return shifted_BT.at[:, length].set(length + sum(slot_lengths)).astype(jnp.int32)
+
+
+def remove_segments(combined_BSX: jax.Array, slots_BK: jax.Array,
+                    slot_lengths: tuple[int, ...]) -> jax.Array:
+  """Inverse of `insert_segments` on axis 1: [B, T+P, ...] -> [B, T, ...] (the tokens' rows)."""
+  length = combined_BSX.shape[1] - sum(slot_lengths)
+  source_BT = segment_positions(slots_BK, slot_lengths, length)[:, :length]
+  source = source_BT.reshape(source_BT.shape + (1,) * (combined_BSX.ndim - 2))
+  return jnp.take_along_axis(combined_BSX, source, axis=1)
+
+
+def remove_segments_causal(combined_BSX: jax.Array, slots_BK: jax.Array,
+                           slot_lengths: tuple[int, ...]) -> jax.Array:
+  """Next-token outputs of a causal model: [B, T+P, ...] -> [B, T, ...] where row t is the
+  output of the position right before token t+1 (the last prompt row when a segment sits
+  between them; the last position for t = T-1), so it predicts token t+1 having read every
+  segment in front of it. With only leading segments this equals `remove_segments`."""
+  length = combined_BSX.shape[1] - sum(slot_lengths)
+  source_BT = segment_positions(slots_BK, slot_lengths, length)[:, 1:] - 1
+  source = source_BT.reshape(source_BT.shape + (1,) * (combined_BSX.ndim - 2))
+  return jnp.take_along_axis(combined_BSX, source, axis=1)
 
 
 # Placement name -> the index [B] (from token ids [B, T]) where the prompt is inserted.

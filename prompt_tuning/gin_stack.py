@@ -163,11 +163,14 @@ class GinStack:
     """Macros read (`%NAME`) but set nowhere, in the order they are first read.
 
     MIXTURE_OR_TASK_NAME counts as set when the command-line file route gives files (the
-    commands then name the task "file_task").
+    commands then name the task "file_task"), PROMPT_FILE when PROMPT_FILES names an ensemble.
     """
     defined = {s.name for s in self.settings}
     if defined & set(FILE_MACROS):
       defined.add("MIXTURE_OR_TASK_NAME")
+    ensemble = self.final_settings().get("PROMPT_FILES")
+    if ensemble is not None and ensemble.value is not None:
+      defined.add("PROMPT_FILE")  # An ensemble's commands default PROMPT_FILE to None.
     return [name for name in self.uses if name not in defined]
 
   def unused_command_line_macros(self) -> list[MacroSetting]:

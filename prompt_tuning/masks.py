@@ -80,3 +80,30 @@ def positions(valid_BS: jax.Array) -> jax.Array:
   """int32 [B, S]: each valid position's rank among its row's valid positions; 0 elsewhere."""
   valid_BS = valid_BS > 0
   return jnp.where(valid_BS, jnp.cumsum(valid_BS, axis=1) - 1, 0).astype(jnp.int32)
+
+
+# --- Templates: K prompt segments at per-example token positions (`combine.insert_segments`) ---
+
+
+def segments_valid(valid_BT: jax.Array, slots_BK: jax.Array,
+                   slot_lengths: tuple[int, ...]) -> jax.Array:
+  """Validity [B, T] -> bool [B, T+P]: every prompt segment's positions are valid."""
+  return combine.insert_segment_values(valid_BT > 0, slots_BK, slot_lengths, True)
+
+
+def cross_attention_valid_segments(valid_BT: jax.Array, slots_BK: jax.Array,
+                                   slot_lengths: tuple[int, ...],
+                                   decoder_attends_to_prompt: bool = True) -> jax.Array:
+  """Encoder-output validity [B, T+P] for the decoder: prompt segments hidden when asked."""
+  return combine.insert_segment_values(valid_BT > 0, slots_BK, slot_lengths,
+                                       decoder_attends_to_prompt)
+
+
+def causal_attention_with_segments(decoder_causal_attention_BT: Optional[jax.Array],
+                                   slots_BK: jax.Array,
+                                   slot_lengths: tuple[int, ...]) -> Optional[jax.Array]:
+  """T5X `decoder_causal_attention` [B, T] -> [B, T+P]: the segments join the visible prefix
+  (None stays None)."""
+  if decoder_causal_attention_BT is None:
+    return None
+  return combine.insert_segment_values(decoder_causal_attention_BT, slots_BK, slot_lengths, 1)

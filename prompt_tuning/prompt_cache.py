@@ -17,6 +17,10 @@ every batch. `build_prompt_cache` runs the prompt through the decoder once ([1, 
 The generated tokens equal those of `api.LoadedModel.generate` (which recomputes the prompt in
 every batch's prefill) up to float rounding; the prefill skips the P prompt positions.
 The cache belongs to one set of parameters: rebuild it after the prompt changes.
+
+Ensembles (`ensembles.EnsemblePrompt`, N prompts riding in the batch, prompt-major rows) cache
+all N prompts at once: the cache holds N rows, and row r of a batch of N x B rows gets the
+keys/values of prompt r // B.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from prompt_tuning.models.transformer import DecoderCache
 class PromptCache:
   """The prompt's keys/values in every decoder layer.
 
-  self_attention: per-layer KVCache with leaves [1, heads, P, head_dim].
+  self_attention: per-layer KVCache with leaves [N, heads, P, head_dim] (N prompts: 1, or an
+    ensemble's N).
   """
 
   self_attention: tuple[KVCache, ...]
@@ -48,6 +53,16 @@ class PromptCache:
   def length(self) -> int:
     """P, the number of prompt positions."""
     return self.self_attention[0].key_BNSH.shape[2]
+
+  @property
+  def num_prompts(self) -> int:
+    """N, the number of prompts cached (rows of every leaf)."""
+    return self.self_attention[0].key_BNSH.shape[0]
+
+
+def num_prompts(module: nn.Module) -> int:
+  """How many prompts a prompt model carries: an ensemble's N, else 1."""
+  return int(getattr(getattr(module, "prompt_method", None), "num_prompts", 1))
 
 
 def _check_module(module: nn.Module) -> int:
@@ -60,7 +75,7 @@ def _check_module(module: nn.Module) -> int:
         f"{type(module).__name__}: build the model with a decoder-only gin file and a prompt "
         "(e.g. 'models/decoder_only_small.gin' + a prompt config), or call "
         "LoadedModel.generate, which needs no prompt cache.")
-  if getattr(module, "placement", "prefix") != "prefix":
+  if getattr(module, "placement", "prefix") != "prefix" or getattr(module, "slot_lengths", None):
     raise ValueError(f"prompt caches need the prompt before all tokens (placement 'prefix'); "
                      f"this model places it {module.placement!r}: call LoadedModel.generate.")
   if prompt_length < 1:
@@ -71,7 +86,8 @@ def _check_module(module: nn.Module) -> int:
 
 @functools.partial(jax.jit, static_argnums=(0,))
 def build_prompt_cache(module: nn.Module, params: dict) -> PromptCache:
-  """Runs the prompt alone (cache positions 0..P-1, batch 1) -> its keys/values per layer.
+  """Runs the prompt alone (cache positions 0..P-1, one row per prompt) -> its keys/values per
+  layer.
 
   Uses the model's own prefill with zero input tokens, so every prompt method that does not
   read the inputs (prompt tuning, P-tuning, deep prompts) is cached exactly as it is computed
@@ -80,23 +96,31 @@ def build_prompt_cache(module: nn.Module, params: dict) -> PromptCache:
   """
   prompt_length = _check_module(module)
   variables = {"params": params}
-  cache = module.apply(variables, 1, 0, method=module.init_decode_cache)
+  rows = num_prompts(module)
+  cache = module.apply(variables, rows, 0, method=module.init_decode_cache)
   if cache.key_valid_BS.shape[1] != prompt_length:
-    raise ValueError(f"{type(module).__name__}.init_decode_cache(1, 0) made a cache of length "
-                     f"{cache.key_valid_BS.shape[1]}; it must have the prompt length "
+    raise ValueError(f"{type(module).__name__}.init_decode_cache({rows}, 0) made a cache of "
+                     f"length {cache.key_valid_BS.shape[1]}; it must have the prompt length "
                      f"{prompt_length} (P prompt positions + max_decode_length).")
-  cache = module.apply(variables, jnp.zeros((1, 0), jnp.int32), cache, method=module.prefill)
+  cache = module.apply(variables, jnp.zeros((rows, 0), jnp.int32), cache, method=module.prefill)
   return PromptCache(self_attention=tuple(cache.self_attention))
 
 
-def _place_rows(cache_BNLH: jax.Array, prompt_1NPH: jax.Array, index_B: jax.Array) -> jax.Array:
-  """Writes the prompt into each row b at cache positions index[b]..index[b]+P-1."""
+def _place_rows(cache_BNLH: jax.Array, prompt_BNPH: jax.Array, index_B: jax.Array) -> jax.Array:
+  """Writes row b's prompt into row b at cache positions index[b]..index[b]+P-1."""
 
-  def place(row_NLH, start):
-    return jax.lax.dynamic_update_slice(row_NLH, prompt_1NPH[0].astype(row_NLH.dtype),
-                                        (0, start, 0))
+  def place(row_NLH, prompt_NPH, start):
+    return jax.lax.dynamic_update_slice(row_NLH, prompt_NPH.astype(row_NLH.dtype), (0, start, 0))
 
-  return jax.vmap(place)(cache_BNLH, index_B)
+  return jax.vmap(place)(cache_BNLH, prompt_BNPH, index_B)
+
+
+def _row_prompts(num_cached: int, batch: int) -> jax.Array:
+  """Index [B] of the cached prompt each row uses: row r of N x B' prompt-major rows -> r // B'."""
+  if batch % num_cached:
+    raise ValueError(f"the prompt cache holds {num_cached} prompts, so the batch must have "
+                     f"N x B rows (prompt-major); got {batch} rows.")
+  return jnp.arange(batch) // (batch // num_cached)
 
 
 def cache_with_prompt(module: nn.Module, params: dict, prompt_cache: PromptCache,
@@ -105,6 +129,7 @@ def cache_with_prompt(module: nn.Module, params: dict, prompt_cache: PromptCache
   """The decoding cache of left-aligned tokens [B, T] holding the prompt and tokens[:, :-1].
 
   `valid_BT` marks the real tokens (default: the model's convention, T5: token 0 is padding).
+  With N cached prompts the B rows are prompt-major: row r gets prompt r // (B / N).
   Equals `module.prefill(tokens_BT[:, :-1], ...)` on a fresh cache (the prompt at each row's
   first real token, then the tokens at positions P..P+T-2) without recomputing the prompt.
   """
@@ -122,9 +147,10 @@ def cache_with_prompt(module: nn.Module, params: dict, prompt_cache: PromptCache
   prefix_BT, prefix_valid_BT = tokens_BT[:, :-1], valid_BT[:, :-1] > 0
   # The model's prefill puts the prompt right before the first real token of `prefix_BT`.
   index_B = combine.first_valid_index(prefix_valid_BT)
+  rows_B = _row_prompts(prompt_cache.num_prompts, batch)
   layers = tuple(
-      KVCache(_place_rows(layer.key_BNSH, prompt.key_BNSH, index_B),
-              _place_rows(layer.value_BNSH, prompt.value_BNSH, index_B))
+      KVCache(_place_rows(layer.key_BNSH, prompt.key_BNSH[rows_B], index_B),
+              _place_rows(layer.value_BNSH, prompt.value_BNSH[rows_B], index_B))
       for layer, prompt in zip(cache.self_attention, prompt_cache.self_attention))
   ones_1P = jnp.ones((1, prompt_length), cache.key_valid_BS.dtype)
   valid_BS = jax.vmap(lambda row, start: jax.lax.dynamic_update_slice(row, ones_1P[0], (start,)))(
@@ -140,10 +166,13 @@ _STATIC = api._STATIC  # pylint: disable=protected-access
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _generate(module: nn.Module, params: dict, prompt_cache: PromptCache,
-              input_tokens: jax.Array, rng: jax.Array, input_valid: jax.Array,
-              **options) -> jax.Array:
-  """Like api.generate_decoder_only, with the prompt's keys/values copied from the cache."""
+def generate_from_cache(module: nn.Module, params: dict, prompt_cache: PromptCache,
+                        input_tokens: jax.Array, rng: jax.Array, input_valid: jax.Array,
+                        **options) -> jax.Array:
+  """Like api.generate_decoder_only, with the prompt's keys/values copied from the cache.
+
+  For an ensemble module the rows are prompt-major (N x B) and the cache holds its N prompts.
+  """
   tokens_BT, valid_BT = api.left_align_padding(input_tokens, input_valid)
   length = tokens_BT.shape[1]
   cache = cache_with_prompt(module, params, prompt_cache, tokens_BT,
@@ -152,6 +181,9 @@ def _generate(module: nn.Module, params: dict, prompt_cache: PromptCache,
   step_fn = api._tokens_to_logits(module, {"params": params})
   return api._search(step_fn, cache, tokens_BT[:, -1], length - 1 + module.prompt_length, rng,
                      **options)
+
+
+_generate = generate_from_cache  # The name the benchmarks and older tests use.
 
 
 def generate(model: api.LoadedModel,
@@ -184,7 +216,7 @@ def generate(model: api.LoadedModel,
     mask = model.module.apply({"params": model.params}, tokens_BT, method="prefill_validity")
   eos = model.config.eos_token_ids if eos_id is None else (eos_id,)
   eos = eos[0] if len(eos) == 1 else tuple(eos)
-  tokens = _generate(model.module, model.params, prompt_cache, tokens_BT, rng, mask,
+  tokens = generate_from_cache(model.module, model.params, prompt_cache, tokens_BT, rng, mask,
                      method=method, max_decode_length=int(max_decode_length),
                      num_beams=num_beams, alpha=float(alpha), temperature=float(temperature),
                      top_k=int(top_k), top_p=float(top_p), eos_id=eos)
@@ -193,4 +225,5 @@ def generate(model: api.LoadedModel,
   return api.fill_after_eos(np.asarray(tokens), eos, model.config.output_pad_id)
 
 
-__all__ = ["PromptCache", "build_prompt_cache", "cache_with_prompt", "generate"]
+__all__ = ["PromptCache", "build_prompt_cache", "cache_with_prompt", "generate",
+           "generate_from_cache", "num_prompts"]

@@ -201,6 +201,39 @@ def _load_adapter_folder(path: str, config: Optional["T5Config"], *, length: Opt
                          source=f"PEFT adapter {path}", target=target)
 
 
+def expand_prompt_files(spec: Any) -> list[str]:
+  """The prompt files a PROMPT_FILES value names, in order: a list of paths (each may be a glob),
+  a glob ("runs/*/prompt.npy"), or a folder (its `.npy` files, sorted by name).
+
+  A PEFT adapter folder in a list counts as one prompt. Errors name what matched nothing.
+  """
+  import glob  # Local: only ensembles expand file lists.
+  if isinstance(spec, (str, os.PathLike)):
+    path = os.fspath(spec)
+    if os.path.isdir(path):
+      found = sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".npy"))
+      if not found:
+        raise PromptFileError(f"PROMPT_FILES={path!r} is a folder without .npy prompt files: "
+                              "put the [P, D] prompts there, or list the files.")
+      return found
+    specs = [path]
+  elif isinstance(spec, (list, tuple)) and spec:
+    specs = [os.fspath(s) for s in spec]
+  else:
+    raise PromptFileError(f"PROMPT_FILES={spec!r}: give a list of .npy paths, a glob or a "
+                          "folder of .npy files, e.g. PROMPT_FILES=\"['a.npy', 'b.npy']\".")
+  paths = []
+  for item in specs:
+    if glob.has_magic(item):
+      matched = sorted(glob.glob(item))
+      if not matched:
+        raise PromptFileError(f"PROMPT_FILES: the pattern {item!r} matches no file.")
+      paths.extend(matched)
+    else:
+      paths.append(item)
+  return paths
+
+
 def save_prompt_file(path: PathLike, prompt: Any) -> pathlib.Path:
   """Writes `prompt` [P, D] as a float32 `.npy` file atomically (temporary file, then rename).
 

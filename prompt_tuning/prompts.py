@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prompt_tuning import templates
 from prompt_tuning.models.layers import param_with_axes
 
 Initializer = Callable[[jax.Array, Sequence[int]], jax.Array]
@@ -377,6 +378,9 @@ class PromptConfig:
   placement: one of PLACEMENTS (encoder-decoder; a decoder-only prompt always precedes the
     first real token). decoder_attends_to_prompt: False hides the prompt positions of the
     encoder output from the decoder's cross-attention.
+  template: a prompt template with [P:n] slots among the text (`prompt_tuning.templates`),
+    e.g. "[P:3] {sentence} [P:3] It was": the prompt's segments go to the slots, the length
+    is the sum of the slot lengths (it replaces `length`) and `placement` must stay "prefix".
   """
 
   method: str = "prompt_tuning"
@@ -384,6 +388,7 @@ class PromptConfig:
   initializer: Initializer = uniform()
   placement: str = "prefix"
   decoder_attends_to_prompt: bool = True
+  template: Optional[str] = None
 
   def __post_init__(self):
     if self.method != "prompt_tuning":
@@ -392,6 +397,9 @@ class PromptConfig:
       raise ValueError(f"PromptConfig.placement={self.placement!r}; use one of {PLACEMENTS}.")
     if self.length < 0:
       raise ValueError(f"PromptConfig.length={self.length} must be >= 0.")
+    template_length = templates.config_length(self.template, self.placement, "PromptConfig")
+    if template_length is not None:
+      object.__setattr__(self, "length", template_length)
 
   def make_method(self) -> nn.Module:
     """The (unbound) prompt module of this method."""

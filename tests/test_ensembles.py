@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -79,3 +80,29 @@ def test_decoder_only_ensembles_generation_and_scoring(tmp_path):
     np.testing.assert_allclose(per[n], model.score(["Review: fine. Sentiment:"], [" good", " bad"],
                                                    prompt=prompts[n]), rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(mean, per.mean(axis=0))
+
+
+def test_decoder_only_ensemble_reuses_one_n_prompt_cache(tmp_path):
+  """The N prompts' keys/values are computed once (N cache rows) and reused by later calls;
+  cached decoding equals recomputing the prompts in the prefill."""
+  from prompt_tuning import api, prompt_cache
+  checkpoint = write_tiny_llama(tmp_path / "llama", seed=5)
+  model = prompt_tuning.load_model(["architectures/prompt_tuning.gin"], ["PROMPT_LENGTH=2"],
+                                   checkpoint=checkpoint)
+  prompts = np.random.default_rng(2).uniform(-1, 1, (4, 2, 32)).astype(np.float32)
+  first, per_first = model.generate_ensemble(["a film", "it was"], prompts, 3)
+  cache = model._prompt_caches["cache"]  # pylint: disable=protected-access
+  assert cache.num_prompts == 4 and cache.length == 2
+  second, _ = model.generate_ensemble(["so bad", "fine"], prompts, 3)
+  assert model._prompt_caches["cache"] is cache  # pylint: disable=protected-access
+  module, params, _ = model._ensemble(prompts)  # pylint: disable=protected-access
+  tokens, mask = model.encode(["a film", "it was"], left_pad=True)
+  tiled, tiled_mask = ensembles.tile_rows(tokens, 4), ensembles.tile_rows(mask, 4)
+  options = dict(method="greedy", max_decode_length=3, num_beams=1, alpha=0.0, temperature=1.0,
+                 top_k=0, top_p=1.0, eos_id=-1)
+  rng = jax.random.PRNGKey(0)
+  np.testing.assert_array_equal(
+      prompt_cache.generate_from_cache(module, params, cache, tiled, rng, tiled_mask, **options),
+      api.generate_decoder_only(module, params, tiled, rng, tiled_mask, **options))
+  model.generate_ensemble(["a film"], prompts[:2], 3)  # Other prompts: a new cache.
+  assert model._prompt_caches["cache"].num_prompts == 2  # pylint: disable=protected-access

@@ -6,14 +6,20 @@ changes is `get_model_feature_lengths`, which reports where the model sees
 text + prompt: the encoder side (`encoder_*`, length T_in + P) for the
 encoder-decoder, the whole decoder sequence (length T_in + T_out + P) for the
 decoder-only model. `get_text_feature_lengths` gives the array lengths.
+
+Examples of a prompt template carry "prompt_slots" (`template_inputs`); the converters pass it
+through to the batch as positions in the model's input row (the encoder inputs; the decoder
+row after its start token / BOS).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import seqio
 import tensorflow as tf
+
+from prompt_tuning.data.template_inputs import SLOTS, model_slots_tf
 
 ENCODER_FEATURES = ("encoder_input_tokens", "encoder_segment_ids",
                     "encoder_positions")
@@ -38,14 +44,21 @@ def _add_prompt(lengths: Mapping[str, int], prompt_length: int,
 class _PromptAwareLengths:
   """Shared behaviour: seqio's own conversion (text lengths) + model lengths with the prompt.
 
-  Subclasses set `_PROMPT_FEATURES` (None: every feature) and call `_init_prompt`.
+  Subclasses set `_PROMPT_FEATURES` (None: every feature) and `_SLOT_SHIFT` (tokens the model
+  row has in front of the inputs), and call `_init_prompt`.
   """
 
   _PROMPT_FEATURES: tuple[str, ...] | None = None
+  _SLOT_SHIFT = 0
 
-  def _init_prompt(self, prompt_length: int, text_converter: seqio.FeatureConverter) -> None:
+  def _init_prompt(self, prompt_length: int, text_converter: seqio.FeatureConverter,
+                   make_converter: Callable[[Mapping[str, Any]], seqio.FeatureConverter]
+                   ) -> None:
+    """`make_converter(passthrough_features)` builds the text converter that carries a
+    template's "prompt_slots" through."""
     self._prompt_length = prompt_length
     self._text_converter = text_converter
+    self._make_converter = make_converter
 
   @property
   def prompt_length(self) -> int:
@@ -53,8 +66,26 @@ class _PromptAwareLengths:
 
   def __call__(self, ds: tf.data.Dataset,
                task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
-    """Converts `ds` to model features of text lengths (seqio's validation)."""
-    return self._text_converter(ds, task_feature_lengths)
+    """Converts `ds` to model features of text lengths (seqio's validation).
+
+    Examples with "prompt_slots" (a template's slots, `template_inputs`) keep them, as
+    positions in the model's input row.
+    """
+    if SLOTS not in ds.element_spec:
+      return self._text_converter(ds, task_feature_lengths)
+    num_slots = ds.element_spec[SLOTS].shape[0]
+    if num_slots is None:
+      raise ValueError("prompt_slots must have a static length (the template's slot count); "
+                       "make them with template_inputs.tokenize_template.")
+    spec = {SLOTS: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)}
+    lengths = dict(task_feature_lengths, **{SLOTS: num_slots})
+    shift = self._slot_shift()
+    converted = self._make_converter(spec)(ds, lengths)
+    return converted.map(lambda ex: dict(ex, **{SLOTS: model_slots_tf(ex[SLOTS], shift)}),
+                         num_parallel_calls=tf.data.AUTOTUNE)
+
+  def _slot_shift(self) -> int:
+    return self._SLOT_SHIFT
 
   def get_text_feature_lengths(
       self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
@@ -83,7 +114,9 @@ class PromptEncDecFeatureConverter(_PromptAwareLengths, seqio.EncDecFeatureConve
                **kwargs: Any) -> None:
     _check_prompt_length(prompt_length, pack)
     super().__init__(pack=pack, **kwargs)
-    self._init_prompt(prompt_length, seqio.EncDecFeatureConverter(pack=pack, **kwargs))
+    self._init_prompt(prompt_length, seqio.EncDecFeatureConverter(pack=pack, **kwargs),
+                      lambda passthrough: seqio.EncDecFeatureConverter(
+                          pack=pack, passthrough_features=passthrough, **kwargs))
 
 
 class PromptDecoderFeatureConverter(_PromptAwareLengths, seqio.DecoderFeatureConverter):
@@ -97,6 +130,7 @@ class PromptDecoderFeatureConverter(_PromptAwareLengths, seqio.DecoderFeatureCon
   """
 
   _PROMPT_FEATURES = None
+  _SLOT_SHIFT = 1  # The decoder start token before the inputs.
 
   def __init__(self, prompt_length: int = 0, loss_on_targets_only: bool = True,
                pack: bool = False, **kwargs: Any) -> None:
@@ -104,7 +138,10 @@ class PromptDecoderFeatureConverter(_PromptAwareLengths, seqio.DecoderFeatureCon
     super().__init__(loss_on_targets_only=loss_on_targets_only, pack=pack,
                      **kwargs)
     self._init_prompt(prompt_length, seqio.DecoderFeatureConverter(
-        loss_on_targets_only=loss_on_targets_only, pack=pack, **kwargs))
+        loss_on_targets_only=loss_on_targets_only, pack=pack, **kwargs),
+                      lambda passthrough: seqio.DecoderFeatureConverter(
+                          loss_on_targets_only=loss_on_targets_only, pack=pack,
+                          passthrough_features=passthrough, **kwargs))
 
 
 class CausalLMTextConverter(seqio.FeatureConverter):
@@ -135,6 +172,11 @@ class CausalLMTextConverter(seqio.FeatureConverter):
     super().__init__(pack=False, **kwargs)
     self._bos_id = bos_id
 
+  @property
+  def num_prepended(self) -> int:
+    """Tokens each row has before the inputs (the BOS, when the tokenizer adds one)."""
+    return 0 if self._bos_id is None else 1
+
   def __call__(self, ds: tf.data.Dataset,
                task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
     features = {"targets": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)}
@@ -145,6 +187,9 @@ class CausalLMTextConverter(seqio.FeatureConverter):
 
   def _model_length(self, task_feature_lengths: Mapping[str, int]) -> int:
     return int(task_feature_lengths.get("inputs", 0)) + int(task_feature_lengths["targets"])
+
+  def _passthrough(self, example: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    return {name: example[name] for name in self._passthrough_features}
 
   def _convert_features(self, ds: tf.data.Dataset,
                         task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
@@ -162,14 +207,17 @@ class CausalLMTextConverter(seqio.FeatureConverter):
           "decoder_loss_weights": tf.cast(positions >= tf.size(head) - 1, tf.int32),
           "decoder_attention_mask": tf.ones_like(positions, tf.int32),
       }
-      return {name: tf.pad(value[:length], [[0, tf.maximum(length - tf.size(value), 0)]])
-              for name, value in features.items()}
+      padded = {name: tf.pad(value[:length], [[0, tf.maximum(length - tf.size(value), 0)]])
+                for name, value in features.items()}
+      return dict(padded, **self._passthrough(example))
 
     return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 
   def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
     length = self._model_length(task_feature_lengths)
-    return {name: length for name in self.MODEL_FEATURES}
+    lengths = {name: length for name in self.MODEL_FEATURES}
+    lengths.update({name: task_feature_lengths[name] for name in self._passthrough_features})
+    return lengths
 
 
 class PromptCausalLMFeatureConverter(_PromptAwareLengths, CausalLMTextConverter):
@@ -181,7 +229,12 @@ class PromptCausalLMFeatureConverter(_PromptAwareLengths, CausalLMTextConverter)
                **kwargs: Any) -> None:
     _check_prompt_length(prompt_length, pack)
     CausalLMTextConverter.__init__(self, bos_id=bos_id, pack=pack, **kwargs)
-    self._init_prompt(prompt_length, CausalLMTextConverter(bos_id=bos_id, pack=pack, **kwargs))
+    self._init_prompt(prompt_length, CausalLMTextConverter(bos_id=bos_id, pack=pack, **kwargs),
+                      lambda passthrough: CausalLMTextConverter(
+                          bos_id=bos_id, pack=pack, passthrough_features=passthrough, **kwargs))
+
+  def _slot_shift(self) -> int:
+    return self.num_prepended
 
   def get_text_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
     return self._text_converter.get_model_feature_lengths(task_feature_lengths)

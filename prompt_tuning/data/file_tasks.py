@@ -31,10 +31,12 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from prompt_tuning import templates
 from prompt_tuning.data import metrics as metrics_lib
 from prompt_tuning.data import postprocessors
 from prompt_tuning.data import rank_classification
 from prompt_tuning.data import registry
+from prompt_tuning.data import template_inputs
 from prompt_tuning.data import vocab as vocab_lib
 
 FORMATS = ("tsv", "csv", "jsonl")
@@ -198,7 +200,9 @@ def load_examples(path: str,
   unlabeled test file): targets are "" and labels -1.
   """
   columns = template_columns(input_template)
-  inputs, targets, labels = [], [], []
+  template = templates.parse_template(input_template) if templates.has_slots(
+      input_template) else None
+  inputs, targets, labels, pieces = [], [], [], []
   for line, row in read_rows(path, file_format):
     for column in columns:
       if column not in row:
@@ -209,7 +213,11 @@ def load_examples(path: str,
       raise FileTaskError(path, line, target_column,
                           f"the target column is missing (the row has "
                           f"{sorted(row)}); set target_column")
-    inputs.append(input_template.format(**row))
+    if template is None:
+      inputs.append(input_template.format(**row))
+    else:
+      inputs.append(template.render(row))
+      pieces.append(template.render_pieces(row))
     target = row.get(target_column)
     if target is None:
       targets.append("")
@@ -224,6 +232,8 @@ def load_examples(path: str,
          "idx": np.arange(len(inputs), dtype=np.int32)}
   if label_names is not None:
     out["label"] = np.array(labels, dtype=np.int64)
+  if template is not None:
+    out[template_inputs.PIECES] = np.array(pieces, dtype=object)
   return out
 
 
@@ -276,7 +286,10 @@ def register_file_task(
     name: the task name (use it as MIXTURE_OR_TASK_NAME).
     train_path, validation_path, test_path: the split files (at least one).
     input_template: `str.format` template over the columns, e.g.
-      "premise: {premise} hypothesis: {hypothesis}".
+      "premise: {premise} hypothesis: {hypothesis}". It may hold prompt slots
+      `[P:n]` (`prompt_tuning.templates`): the text pieces between them are then
+      tokenized separately and the examples carry `prompt_slots` for a model built
+      with the same PROMPT_TEMPLATE.
     target_column: the column holding the target text / label.
     label_names: class names; targets may be these or their ids. Enables
       class-label prompt initialization (see `file_task_label_names`) and the
@@ -330,6 +343,12 @@ def register_file_task(
       functools.partial(_dataset_fn, examples), splits=list(examples))
   tail = [seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(),
           seqio.preprocessors.append_eos_after_trim]
+  passthrough = None
+  if templates.has_slots(input_template):  # Pieces tokenized apart; slots kept in the text.
+    tail = [functools.partial(template_inputs.tokenize_template, template=input_template),
+            seqio.CacheDatasetPlaceholder(), seqio.preprocessors.append_eos_after_trim,
+            template_inputs.trim_prompt_slots]
+    passthrough = [template_inputs.PIECES]
   task = registry.add_task(name, source=source, preprocessors=tail,
                            output_features=output_features,
                            postprocess_fn=postprocess_fn,
@@ -340,7 +359,8 @@ def register_file_task(
         name + RANK_CLASSIFICATION_SUFFIX, source=source,
         preprocessors=[functools.partial(
             rank_classification.rank_classification_from_labels,
-            label_texts=label_texts, mode="eval")] + tail,
+            label_texts=label_texts, mode="eval",
+            passthrough_feature_keys=passthrough)] + tail,
         output_features=output_features,
         postprocess_fn=rank_classification.rank_classification_postprocessor,
         metric_fns=[functools.partial(

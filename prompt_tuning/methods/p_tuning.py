@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prompt_tuning import templates
 from prompt_tuning.models.layers import param_with_axes
 
 Reparameterization = Literal["mlp", "lstm"]
@@ -166,8 +167,12 @@ class PTuningConfig:
   num_lstm_layers: int = 2
   placement: str = "prefix"
   decoder_attends_to_prompt: bool = True
+  template: Optional[str] = None  # [P:n] slots among the text; replaces `length` (templates).
 
   def __post_init__(self):
+    template_length = templates.config_length(self.template, self.placement, "PTuningConfig")
+    if template_length is not None:
+      object.__setattr__(self, "length", template_length)
     if self.method != "p_tuning":
       raise ValueError(f"PTuningConfig.method={self.method!r}; it describes 'p_tuning' only.")
     if self.reparameterization not in ("mlp", "lstm"):

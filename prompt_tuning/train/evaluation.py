@@ -115,16 +115,46 @@ class Evaluation:
 
   def evaluate(self, params: Any, step: int) -> dict[str, dict[str, float]]:
     """{task: {metric: value}} of the numeric metrics at `step`."""
-    metrics, _ = self._evaluator.evaluate(
-        compute_metrics=True, step=step,
-        predict_fn=functools.partial(self._predict, params),
-        score_fn=functools.partial(self._score, params))
-    return {task: float_metrics(values) for task, values in metrics.result().items()}
+    return self.evaluate_outputs(functools.partial(self._predict, params),
+                                 functools.partial(self._score, params), step)
+
+  def evaluate_outputs(self, predict_fn: Callable, score_fn: Callable, step: int,
+                       log: bool = True) -> dict[str, dict[str, float]]:
+    """Metrics of given seqio model fns (over (index, features) datasets, returning
+    (index, output) pairs); `log` False keeps this evaluation out of the seqio logs."""
+    loggers = self._evaluator._loggers  # pylint: disable=protected-access
+    if not log:
+      self._evaluator._loggers = ()  # pylint: disable=protected-access
+    try:
+      metrics, _ = self._evaluator.evaluate(compute_metrics=True, step=step,
+                                            predict_fn=predict_fn, score_fn=score_fn)
+      result = metrics.result()
+    finally:
+      self._evaluator._loggers = loggers  # pylint: disable=protected-access
+    return {task: float_metrics(values) for task, values in result.items()}
 
 
 def infer_to_jsonl(params: Any, fns: ModelFns, dataset_config: data.DatasetConfig,
                    model: Any, prompt_length: int, output_dir: str) -> dict[str, str]:
   """Decodes every example of each task's split; writes `<task>-<split>.jsonl`; returns paths."""
+
+  def records(features: tf.data.Dataset, vocabulary: seqio.Vocabulary) -> list[dict[str, Any]]:
+    return [{"prediction": _decoded(vocabulary, tokens)}
+            for tokens in fns.predict(params, features)]
+
+  return write_predictions(records, dataset_config, model, prompt_length, output_dir)
+
+
+def _decoded(vocabulary: seqio.Vocabulary, tokens: Any) -> str:
+  return vocabulary.decode([int(t) for t in tokens])
+
+
+def write_predictions(records_fn: Callable[[tf.data.Dataset, seqio.Vocabulary],
+                                           list[dict[str, Any]]],
+                      dataset_config: data.DatasetConfig, model: Any, prompt_length: int,
+                      output_dir: str) -> dict[str, str]:
+  """One JSONL per task of the split: `records_fn(features, target vocabulary)`'s record of
+  each example (e.g. {"prediction": text}) plus its `inputs` / `targets` texts; returns paths."""
   written = {}
   mixture = data.get_mixture_or_task(dataset_config.mixture_or_task_name, dataset_config.module)
   tasks = mixture.tasks if isinstance(mixture, seqio.Mixture) else [mixture]
@@ -137,14 +167,14 @@ def infer_to_jsonl(params: Any, fns: ModelFns, dataset_config: data.DatasetConfi
                            use_cached=dataset_config.use_cached, seed=dataset_config.seed)
     if dataset_config.num_examples is not None:
       raw = raw.take(dataset_config.num_examples)
-    tokens = fns.predict(params, converter(raw, lengths))
     vocabulary = task.output_features["targets"].vocabulary
+    outputs = records_fn(converter(raw, lengths), vocabulary)
     path = os.path.join(output_dir, f"{task.name}-{dataset_config.split}.jsonl")
     if jax.process_index() == 0:
       os.makedirs(output_dir, exist_ok=True)
       with open(path + ".tmp", "w", encoding="utf-8") as f:
-        for example, output in zip(raw.as_numpy_iterator(), tokens):
-          record = {"prediction": vocabulary.decode([int(t) for t in output])}
+        for example, output in zip(raw.as_numpy_iterator(), outputs):
+          record = dict(output)
           for field in ("inputs_pretokenized", "targets_pretokenized"):
             if field in example:
               record[field.replace("_pretokenized", "")] = _text(example[field])

@@ -4,7 +4,9 @@ Batches are seqio feature-converter outputs (no packing):
   encoder-decoder: encoder_input_tokens [B, T], decoder_input_tokens / decoder_target_tokens /
                    decoder_loss_weights [B, S];
   decoder-only:    decoder_input_tokens / decoder_target_tokens / decoder_loss_weights /
-                   decoder_causal_attention [B, S].
+                   decoder_causal_attention [B, S];
+  with a prompt template also prompt_slots [B, K] (the slots' positions among the model's input
+  tokens).
 The prompt is spliced in by the model itself, so these keep text lengths.
 """
 
@@ -100,6 +102,7 @@ def _teacher_forced(module: nn.Module, params: Any, batch: Batch,
   rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
   common = dict(decoder_target_tokens=batch["decoder_target_tokens"],
                 enable_dropout=dropout_rng is not None, return_hidden=return_hidden)
+  common.update(_slots(module, batch))
   if is_decoder_only(module):
     if "decoder_attention_mask" in batch:  # Causal-LM features (LLM families).
       common["decoder_attention_mask"] = batch["decoder_attention_mask"]
@@ -108,6 +111,19 @@ def _teacher_forced(module: nn.Module, params: Any, batch: Batch,
                         rngs=rngs, **common)
   return module.apply({"params": params}, batch["encoder_input_tokens"],
                       batch["decoder_input_tokens"], rngs=rngs, **common)
+
+
+def _slots(module: nn.Module, batch: Batch) -> dict[str, jax.Array]:
+  """{"prompt_slots": [B, K]} for a template model's batch (`prompt_tuning.templates`), else {}."""
+  if "prompt_slots" not in batch:
+    return {}
+  if not getattr(module, "template", None):
+    from prompt_tuning import templates  # Local: only template batches need it.
+    raise templates.TemplateError(
+        "the task's inputs have prompt slots ([P:n] in INPUT_TEMPLATE) but the model has no "
+        "prompt template: use prompt tuning or P-tuning with PROMPT_TEMPLATE set to the same "
+        "template, or drop the [P:n] slots.")
+  return {"prompt_slots": batch["prompt_slots"]}
 
 
 def logits(module: nn.Module, params: Any, batch: Batch, *,
@@ -204,6 +220,15 @@ def decoder_only_inputs(batch: Batch) -> tuple[jax.Array, Optional[jax.Array]]:
   return jnp.where(positions_BS < num_inputs_B1, batch["decoder_target_tokens"], 0), None
 
 
+def generation_slots(batch: Batch) -> jax.Array:
+  """A template batch's slots [B, K] among the generation prompt of `decoder_only_inputs`:
+  causal-LM rows keep their positions; T5X prefix-LM rows drop the decoder start token."""
+  slots_BK = batch["prompt_slots"]
+  if "decoder_attention_mask" in batch:
+    return slots_BK
+  return jnp.maximum(slots_BK - 1, 0)
+
+
 def eos_option(config: Any) -> int | tuple[int, ...]:
   """The decoding `eos_id` of a model config: its one EOS id, or the tuple of several."""
   eos = tuple(config.eos_token_ids)
@@ -211,16 +236,29 @@ def eos_option(config: Any) -> int | tuple[int, ...]:
 
 
 def predict_batch(module: nn.Module, params: Any, batch: Batch, config: DecodeConfig,
-                  rng: Optional[jax.Array] = None) -> jax.Array:
-  """Decoded output tokens [B, L] (0 after EOS) for the batch's inputs."""
+                  rng: Optional[jax.Array] = None, prompt_cache: Any = None) -> jax.Array:
+  """Decoded output tokens [B, L] (0 after EOS) for the batch's inputs.
+
+  `prompt_cache` (decoder-only prompt models, `prompt_cache.build_prompt_cache`): the prompt's
+  keys/values, reused instead of recomputed in the prefill.
+  """
   max_length = config.max_decode_length or batch["decoder_target_tokens"].shape[1]
   options = dict(method=config.method, max_decode_length=int(max_length),
                  num_beams=config.num_beams, alpha=float(config.alpha),
                  temperature=float(config.temperature), top_k=int(config.top_k),
                  top_p=float(config.top_p), eos_id=eos_option(module.config))
   rng = jax.random.PRNGKey(0) if rng is None else rng
+  slots_BK = _slots(module, batch).get("prompt_slots")
   if is_decoder_only(module):
     tokens_BS, valid_BS = decoder_only_inputs(batch)
+    if slots_BK is not None:
+      return api.generate_decoder_only(module, params, tokens_BS, rng, valid_BS,
+                                       generation_slots(batch), **options)
+    if prompt_cache is not None:
+      from prompt_tuning import prompt_cache as cache_lib  # Local: only cached decoding.
+      return cache_lib.generate_from_cache(module, params, prompt_cache, tokens_BS, rng,
+                                           tokens_BS > 0 if valid_BS is None else valid_BS,
+                                           **options)
     return api.generate_decoder_only(module, params, tokens_BS, rng, valid_BS, **options)
   return api.generate_encoder_decoder(module, params, batch["encoder_input_tokens"], rng,
-                                       **options)
+                                       slots_BK, **options)
