@@ -6,7 +6,6 @@ import dataclasses
 import functools
 import hashlib
 import os
-import re
 from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
@@ -14,56 +13,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_tuning import checkpoints, prompt_files, prompts
+from prompt_tuning import checkpoints, prompts
 from prompt_tuning.checkpoints import tree
+from prompt_tuning.inference import decoding  # noqa: F401  (api.decoding: the older path)
+# Generation and parameter-tree helpers, importable from here as before.
+from prompt_tuning.inference.generate import (DECODER_START_TOKEN, fill_after_eos,  # noqa: F401
+                                              generate_decoder_only, generate_encoder_decoder,
+                                              left_align_padding, left_align_slots)
+from prompt_tuning.model_params import (METHOD_PARAMS_REGEX, PROMPT_PARAMS_REGEX,  # noqa: F401
+                                        init_params, method_subtree, param_axes, param_shapes,
+                                        prompt_param_path, prompt_subtree, read_prompt,
+                                        replace_prompt, subtree_matching, with_frozen_dtype)
 from prompt_tuning.models import ModelConfig, build_model
-from prompt_tuning.train import decoding
 
 T5Config = ModelConfig  # Older name, kept for code written against it.
-DECODER_START_TOKEN = 0
 EOS_ID = 1  # T5's; other families' come from their config (`ModelConfig.eos_token_ids`).
 # Macros that, passed as bindings, override a config read from a checkpoint.
 CHECKPOINT_CONFIG_OVERRIDES = {"ACTIVATION_DTYPE": "dtype", "DROPOUT_RATE": "dropout_rate",
                                "REMAT_POLICY": "remat_policy"}
-# Parameters of a prompt method (trainable; absent from frozen checkpoints).
-PROMPT_PARAMS_REGEX = ".*/prompt/.*"
-# Parameters of any prompt-learning method: input prompts, P-tuning encoders, prefixes.
-METHOD_PARAMS_REGEX = ".*/(prompt|prefix)/.*"
-
-
-def init_params(module: nn.Module, config: ModelConfig, rng: jax.Array) -> dict:
-  """Random parameters (float32, unboxed) for `module`."""
-  return nn.unbox(module.init(rng, *_dummy_inputs(config), **_dummy_options(module))["params"])
-
-
-def param_shapes(module: nn.Module, config: ModelConfig) -> dict:
-  """Parameter tree of `jax.ShapeDtypeStruct`s, with no allocation."""
-  return jax.eval_shape(lambda: init_params(module, config, jax.random.PRNGKey(0)))
-
-
-def param_axes(module: nn.Module, config: ModelConfig) -> dict:
-  """Tree of logical axis-name tuples, one per parameter."""
-  boxed = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *_dummy_inputs(config),
-                                             **_dummy_options(module)))
-  return jax.tree_util.tree_map(lambda box: tuple(box.names), boxed["params"],
-                                is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
-
-
-def _dummy_options(module: nn.Module) -> dict[str, jax.Array]:
-  """Keyword inputs a module needs to build its parameters: a template model's slots."""
-  template = getattr(module, "template", None)
-  if not template:
-    return {}
-  from prompt_tuning import templates  # Local: only templates need it.
-  return {"prompt_slots": jnp.zeros((1, len(templates.parse_template(template).slot_lengths)),
-                                    jnp.int32)}
-
-
-def _dummy_inputs(config: ModelConfig) -> tuple[jax.Array, ...]:
-  tokens = jnp.ones((1, 1), jnp.int32)
-  if config.architecture == "decoder_only":
-    return (tokens,)
-  return (tokens, tokens)
 
 
 class ModelConfigError(ValueError):
@@ -425,223 +392,9 @@ def _target_log_likelihoods(logits_BTV: jax.Array, rows: Sequence[Sequence[int]]
   return np.asarray(scores, np.float32)
 
 
-def fill_after_eos(tokens_BL: np.ndarray, eos_id: int | Sequence[int], fill: int) -> np.ndarray:
-  """`tokens_BL` with every position after a row's first EOS set to `fill`."""
-  eos = np.isin(tokens_BL, np.asarray(eos_id).reshape(-1))
-  after = np.cumsum(eos, axis=1) - eos > 0
-  return np.where(after, fill, tokens_BL).astype(tokens_BL.dtype)
-
-
-def _is_prompt_path(path: str) -> bool:
-  return re.fullmatch(PROMPT_PARAMS_REGEX, path) is not None
-
-
-def subtree_matching(params: dict, regex: str) -> dict:
-  """The parameters whose '/'-joined path fully matches `regex`, as a nested dict."""
-  flat = tree.flatten_params(params)
-  return tree.unflatten_params({p: v for p, v in flat.items() if re.fullmatch(regex, p)})
-
-
-def with_frozen_dtype(params: dict, dtype: Any,
-                      trainable_regex: str = METHOD_PARAMS_REGEX) -> dict:
-  """`params` (arrays or `jax.ShapeDtypeStruct`s) with the frozen floating-point leaves in `dtype`.
-
-  Frozen = not fully matching `trainable_regex`. bfloat16 frozen weights take half the memory of
-  float32 ones; layers cast every weight to the activation dtype where they use it, so the
-  computation's dtype is unchanged. `dtype` None returns `params` as it is.
-  """
-  if dtype is None:
-    return params
-  dtype = jnp.dtype(dtype)
-
-  def cast(path: str, leaf: Any) -> Any:
-    if re.fullmatch(trainable_regex, path) or not jnp.issubdtype(leaf.dtype, jnp.floating):
-      return leaf
-    if isinstance(leaf, jax.ShapeDtypeStruct):
-      return jax.ShapeDtypeStruct(leaf.shape, dtype, sharding=leaf.sharding)
-    return leaf.astype(dtype)
-
-  return tree.unflatten_params(
-      {path: cast(path, leaf) for path, leaf in tree.flatten_params(params).items()})
-
-
-def method_subtree(params: dict) -> dict:
-  """The parameters prompt learning trains (METHOD_PARAMS_REGEX), nested."""
-  return subtree_matching(params, METHOD_PARAMS_REGEX)
-
-
-def prompt_subtree(params: dict) -> dict:
-  """The parameters under a `.../prompt/...` path (the prompt method's), nested."""
-  return subtree_matching(params, PROMPT_PARAMS_REGEX)
-
-
-def prompt_param_path(params: dict) -> str:
-  """Path of the single [P, D] `prompt` parameter (prompt tuning's); error otherwise."""
-  flat = tree.flatten_params(params)
-  paths = [p for p, v in flat.items()
-           if _is_prompt_path(p) and p.endswith("/prompt") and len(np.shape(v)) == 2]
-  if len(paths) != 1:
-    found = ", ".join(paths) or "none"
-    raise ValueError(
-        f"prompt= needs a model with exactly one [P, D] prompt parameter under '.../prompt/'; "
-        f"found {found}. Load the model with a prompt-tuning gin file (e.g. "
-        "'models/t5_1_1_base_prompt.gin'); other methods export their [P, D] prompt for that.")
-  return paths[0]
-
-
-def read_prompt(prompt: Any, config: Optional[ModelConfig] = None, *,
-                length: Optional[int] = None, width: Optional[int] = None,
-                target: str = "the model's prompt") -> np.ndarray:
-  """A prompt as float32 [P, D] from an array or a `.npy` path (any float dtype), checked by
-  `prompt_files` against `config` / `width` (D) and `length` (P) when given."""
-  if isinstance(prompt, (str, os.PathLike)):
-    return prompt_files.load_prompt_file(prompt, config, length=length, width=width,
-                                         target=target)
-  return prompt_files.validate_prompt(prompt, config, length=length, width=width,
-                                      source="prompt=", target=target)
-
-
-def replace_prompt(params: dict, prompt: Any, config: Optional[ModelConfig] = None) -> dict:
-  """`params` with the prompt parameter set to `prompt` (array or `.npy` path), shape-checked
-  (`config`, when given, names the right gin file in a width-mismatch error)."""
-  path = prompt_param_path(params)
-  flat = tree.flatten_params(params)
-  length, width = np.shape(flat[path])  # prompt_param_path guarantees [P, D].
-  flat[path] = jnp.asarray(read_prompt(prompt, config, length=length, width=width,
-                                       target=f"the model's prompt parameter '{path}'"))
-  return tree.unflatten_params(flat)
-
-
 @functools.partial(jax.jit, static_argnums=(0,))
 def _apply_call(module: nn.Module, params: dict, tokens: tuple, **kwargs) -> jax.Array:
   return module.apply({"params": params}, *tokens, **kwargs)
-
-
-def _search(tokens_to_logits, cache, start_tokens_B, start_step, rng, *, method: str,
-            max_decode_length: int, num_beams: int, alpha: float, temperature: float,
-            top_k: int, top_p: float, eos_id: int) -> jax.Array:
-  """Runs the chosen search from `start_tokens_B` at `start_step` -> tokens [B, L]."""
-  common = dict(max_decode_len=max_decode_length, eos_id=eos_id, start_step=start_step)
-  if method == "beam":
-    output = decoding.beam_search(tokens_to_logits, cache, start_tokens_B, num_beams=num_beams,
-                                  alpha=alpha, **common)
-    return output.tokens_BKL[:, 0]
-  if method == "sample":
-    return decoding.sample_decode(tokens_to_logits, cache, start_tokens_B, rng=rng,
-                                  temperature=temperature, top_k=top_k, top_p=top_p,
-                                  **common).tokens_BL
-  return decoding.greedy_decode(tokens_to_logits, cache, start_tokens_B, **common).tokens_BL
-
-
-def _tokens_to_logits(module: nn.Module, variables: dict) -> decoding.TokensToLogits:
-  """The one-step function the decoding algorithms call: cached step -> logits [B, V]."""
-
-  def tokens_to_logits(tokens_B1, cache, step):
-    logits_B1V, cache = module.apply(variables, tokens_B1, cache, step, method=module.decode_step)
-    return logits_B1V[:, 0], cache
-
-  return tokens_to_logits
-
-
-_STATIC = ("module", "method", "max_decode_length", "num_beams", "alpha", "temperature", "top_k",
-           "top_p", "eos_id")
-
-
-@functools.partial(jax.jit, static_argnames=_STATIC)
-def generate_encoder_decoder(module: nn.Module, params: dict, encoder_input_tokens: jax.Array,
-                              rng: jax.Array, prompt_slots: Optional[jax.Array] = None,
-                              **options) -> jax.Array:
-  """Encodes once, fills the cross-attention cache, then decodes from the start token.
-
-  `prompt_slots` [B, K]: a template model's slot positions among the inputs.
-  """
-  variables = {"params": params}
-  slots = {} if prompt_slots is None else {"prompt_slots": prompt_slots}
-  encoded_BSD, encoder_mask_BS = module.apply(variables, encoder_input_tokens,
-                                              method=module.encode_with_mask, **slots)
-  cache = module.apply(variables, encoded_BSD, encoder_mask_BS, options["max_decode_length"],
-                       method=module.init_decode_cache)
-
-  start_B = jnp.full((encoder_input_tokens.shape[0],), DECODER_START_TOKEN, jnp.int32)
-  return _search(_tokens_to_logits(module, variables), cache, start_B, 0, rng, **options)
-
-
-def left_align_padding(tokens_BT: jax.Array,
-                       valid_BT: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
-  """Moves each row's padding to the left, keeping token order: [a b _ _] -> [_ _ a b].
-
-  Padding: `valid_BT` False (default: token 0). Returns (tokens [B, T], validity [B, T]).
-  """
-  valid_BT = tokens_BT > 0 if valid_BT is None else valid_BT > 0
-  order_BT = jnp.argsort(valid_BT, axis=1, stable=True)  # pads first, then real tokens.
-  return (jnp.take_along_axis(tokens_BT, order_BT, axis=1),
-          jnp.take_along_axis(valid_BT, order_BT, axis=1))
-
-
-def left_align_slots(slots_BK: jax.Array, valid_BT: jax.Array) -> jax.Array:
-  """Slot positions [B, K] among tokens [B, T] -> the same slots after `left_align_padding`
-  (each before the same real token: the row's padding count + the real tokens before it)."""
-  valid_BT = valid_BT > 0
-  padding_B1 = jnp.sum(~valid_BT, axis=1, keepdims=True)
-  real_before_BT1 = jnp.concatenate(
-      [jnp.zeros_like(padding_B1), jnp.cumsum(valid_BT, axis=1)], axis=1)
-  slots_BK = jnp.clip(jnp.asarray(slots_BK, jnp.int32), 0, valid_BT.shape[1])
-  return (padding_B1 + jnp.take_along_axis(real_before_BT1, slots_BK, axis=1)).astype(jnp.int32)
-
-
-def _tokens_or_first_embedding(module: nn.Module, variables: dict,
-                               first_step: int) -> decoding.TokensToLogits:
-  """A template model's step function: its state is (cache, first embedding [B, D]); the step
-  at `first_step` feeds that embedding (the last prefill position), later steps the token."""
-
-  def tokens_to_logits(tokens_B1, state, step):
-    cache, first_BD = state
-    embedded_B1D = module.apply(variables, tokens_B1, method=module.embed)
-    embedded_B1D = jnp.where(step == first_step, first_BD[:, None].astype(embedded_B1D.dtype),
-                             embedded_B1D)
-    logits_B1V, cache = module.apply(variables, embedded_B1D, cache, step,
-                                     method=module.decode_embedded_step)
-    return logits_B1V[:, 0], (cache, first_BD)
-
-  return tokens_to_logits
-
-
-@functools.partial(jax.jit, static_argnames=_STATIC)
-def generate_decoder_only(module: nn.Module, params: dict, input_tokens: jax.Array,
-                           rng: jax.Array, input_valid: Optional[jax.Array] = None,
-                           prompt_slots: Optional[jax.Array] = None, **options) -> jax.Array:
-  """Prefills the cache with the (left-aligned) inputs, then continues after the last one.
-
-  `input_valid` [B, T] marks the real input tokens (default: the model's convention, T5:
-  token 0 is padding). A prompt model's cache has P more positions; its prefill writes the
-  prompt (always). A template model's segments go to `prompt_slots` [B, K] (token positions
-  among `input_tokens`; a slot after the last token puts its segment right before the
-  generated text).
-  """
-  variables = {"params": params}
-  if input_valid is None:
-    input_valid = module.apply(variables, input_tokens, method=module.prefill_validity)
-  tokens_BT, valid_BT = left_align_padding(input_tokens, input_valid)
-  batch, length = tokens_BT.shape
-  num_prompt = getattr(module, "prompt_length", 0)
-  cache = module.apply(variables, batch, length + options["max_decode_length"],
-                       method=module.init_decode_cache)
-  if getattr(module, "template", None):
-    if prompt_slots is not None:
-      prompt_slots = left_align_slots(prompt_slots, input_valid)
-    cache, first_BD = module.apply(variables, tokens_BT, cache, valid_BT, prompt_slots,
-                                   method=module.prefill_template)
-    step_fn = _tokens_or_first_embedding(module, variables, length - 1 + num_prompt)
-    return _search(step_fn, (cache, first_BD), tokens_BT[:, -1], length - 1 + num_prompt, rng,
-                   **options)
-  if prompt_slots is not None:
-    raise ValueError("prompt_slots are for models with a prompt template (PROMPT_TEMPLATE).")
-  if length > 1 or num_prompt:
-    cache = module.apply(variables, tokens_BT[:, :-1], cache, valid_BT[:, :-1],
-                         method=module.prefill)
-
-  return _search(_tokens_to_logits(module, variables), cache, tokens_BT[:, -1],
-                 length - 1 + num_prompt, rng, **options)
 
 
 def load_model(gin_files: Sequence[str] | str = (),

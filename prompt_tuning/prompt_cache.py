@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prompt_tuning import api, combine
+from prompt_tuning.inference import generate as generation
 from prompt_tuning.models.attention import KVCache
 from prompt_tuning.models.transformer import DecoderCache
 
@@ -162,10 +163,9 @@ def cache_with_prompt(module: nn.Module, params: dict, prompt_cache: PromptCache
   return cache
 
 
-_STATIC = api._STATIC  # pylint: disable=protected-access
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@functools.partial(jax.jit, static_argnames=generation.STATIC)
 def generate_from_cache(module: nn.Module, params: dict, prompt_cache: PromptCache,
                         input_tokens: jax.Array, rng: jax.Array, input_valid: jax.Array,
                         **options) -> jax.Array:
@@ -173,13 +173,13 @@ def generate_from_cache(module: nn.Module, params: dict, prompt_cache: PromptCac
 
   For an ensemble module the rows are prompt-major (N x B) and the cache holds its N prompts.
   """
-  tokens_BT, valid_BT = api.left_align_padding(input_tokens, input_valid)
+  tokens_BT, valid_BT = generation.left_align_padding(input_tokens, input_valid)
   length = tokens_BT.shape[1]
   cache = cache_with_prompt(module, params, prompt_cache, tokens_BT,
                             options["max_decode_length"], valid_BT)
   # pylint: disable=protected-access
-  step_fn = api._tokens_to_logits(module, {"params": params})
-  return api._search(step_fn, cache, tokens_BT[:, -1], length - 1 + module.prompt_length, rng,
+  step_fn = generation.tokens_to_logits_fn(module, {"params": params})
+  return generation.search(step_fn, cache, tokens_BT[:, -1], length - 1 + module.prompt_length, rng,
                      **options)
 
 
@@ -222,7 +222,7 @@ def generate(model: api.LoadedModel,
                      top_k=int(top_k), top_p=float(top_p), eos_id=eos)
   if not as_numpy:
     return tokens
-  return api.fill_after_eos(np.asarray(tokens), eos, model.config.output_pad_id)
+  return generation.fill_after_eos(np.asarray(tokens), eos, model.config.output_pad_id)
 
 
 __all__ = ["PromptCache", "build_prompt_cache", "cache_with_prompt", "generate",

@@ -1,4 +1,4 @@
-"""Tests for prompt_tuning.train.decoding on small deterministic language models.
+"""Tests for prompt_tuning.inference.decoding on small deterministic language models.
 
 The toy model's next-token logits depend on the last token, on the sum of every token
 fed so far (kept in the cache, so cache threading and beam gathering matter) and on
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_tuning.train import decoding
+from prompt_tuning.inference import decoding
 
 EOS = 1
 MAX_POSITIONS = 16

@@ -15,7 +15,7 @@ from prompt_tuning import api
 from prompt_tuning.checkpoints import t5x
 from prompt_tuning.models import T5Config, build_model
 from prompt_tuning.models.relpos import relative_position_bucket
-from prompt_tuning.train import decoding
+from prompt_tuning.inference import decoding
 
 from uncached_reference import greedy_decoder_only, greedy_encoder_decoder
 

@@ -1,0 +1,1 @@
+"""Inference: decoding algorithms (`decoding`) and cached generation (`generate`)."""
