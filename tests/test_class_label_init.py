@@ -73,7 +73,8 @@ def test_initial_params_use_the_restored_table_and_the_task_vocabulary(workspace
                              [f"CLASS_LABELS={list(LABELS)}", "SAMPLED_VOCAB_SIZE=50"])
   prompt_config = api._prompt_config_from_gin()  # pylint: disable=protected-access
   run = model_setup.build_run_model(gin_utils.configured(model_config.T5Config)(), prompt_config)
-  dataset = data.DatasetConfig(mixture_or_task_name=TASK, task_feature_lengths={}, split="train",
+  dataset = data.DatasetConfig(mixture_or_task_name=TASK,
+                               task_feature_lengths={'inputs': 24, 'targets': 4}, split="train",
                                batch_size=4)
   vocabulary = model_setup.vocabulary_for_init(run.prompt_config, dataset)
   assert isinstance(vocabulary, seqio.ByteVocabulary)

@@ -64,9 +64,7 @@ def test_p_tuning_run_exports_its_produced_prompt_as_an_adapter(tmp_path):
   model = api.load_model(["test/t5_1_1_tiny_p_tuning.gin"], seed=1)
   trainable = api.method_subtree(model.params)
   model_dir = str(tmp_path / "p_tuning")
-  train_checkpoints.export_numpy(model_dir, 11, trainable)
-  train_checkpoints.export_for_inference(model_dir, 11, trainable, model.prompt_config,
-                                         model.config)
+  train_checkpoints.export_step_files(model_dir, 11, trainable, model.prompt_config, model.config)
   adapter = tmp_path / "p_tuning_adapter"
   assert export_peft_adapter.main(["export_peft_adapter", f"--prompt_file={model_dir}",
                                    f"--output_dir={adapter}",

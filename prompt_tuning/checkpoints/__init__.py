@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Optional
 
-from prompt_tuning import errors
+from prompt_tuning import errors as user_errors  # not `errors`: the package's submodule of that name
 from prompt_tuning.checkpoints import gguf, huggingface, orbax, t5x
 from prompt_tuning.checkpoints.errors import (CheckpointFormatError, CheckpointNotFoundError,
                                               CheckpointReadError)
@@ -93,10 +93,10 @@ def load_params(path: str | os.PathLike, expected: Mapping[str, Any], config: An
       loaded = orbax.load_params(path, restore_dtype=restore_dtype)
     else:
       loaded = t5x.load_t5x_params(path, restore_dtype=restore_dtype)
-  except (errors.UserInputError, CheckpointMismatchError):
+  except (user_errors.UserInputError, CheckpointMismatchError):
     raise
   except (OSError, ValueError) as error:
-    problem = errors.storage_problem(error)
+    problem = user_errors.storage_problem(error)
     if problem is None:
       raise
     raise CheckpointReadError(
