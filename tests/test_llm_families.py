@@ -1,6 +1,7 @@
-"""Decoder-only LLM families (Llama, Llama 3 rope scaling, Mistral, Qwen2) against transformers.
+"""Decoder-only LLM families (Llama, Llama 3 rope scaling, Mistral, Qwen2, GPT-2, BLOOM) against
+transformers.
 
-Golden files: tests/fixtures/hf_{llama,llama3,mistral,qwen2}_tiny/golden.npz, made by
+Golden files: tests/fixtures/hf_{llama,llama3,mistral,qwen2,gpt2,bloom}_tiny/golden.npz, made by
 tools/make_llm_golden.py from tiny seeded random Hugging Face models (saved next to them).
 Token id 0 is a real token in these inputs: padding comes from the attention masks.
 """
@@ -22,7 +23,8 @@ from prompt_tuning.checkpoints import huggingface
 from prompt_tuning.models import families
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
-FAMILIES = ("hf_llama_tiny", "hf_llama3_tiny", "hf_mistral_tiny", "hf_qwen2_tiny")
+FAMILIES = ("hf_llama_tiny", "hf_llama3_tiny", "hf_mistral_tiny", "hf_qwen2_tiny", "hf_gpt2_tiny",
+            "hf_bloom_tiny")
 
 
 def _golden(name: str) -> dict[str, np.ndarray]:
@@ -47,6 +49,13 @@ def test_configs_come_from_config_json():
   assert huggingface.config_from_hf(FIXTURES / "hf_mistral_tiny").sliding_window == 4
   qwen2 = huggingface.config_from_hf(FIXTURES / "hf_qwen2_tiny")
   assert qwen2.attention_bias and not qwen2.attention_out_bias
+  gpt2 = huggingface.config_from_hf(FIXTURES / "hf_gpt2_tiny")
+  assert (gpt2.position_embedding, gpt2.norm_kind, gpt2.mlp_activations, gpt2.mlp_dim) == (
+      "learned", "layer", ("gelu",), 48)
+  assert gpt2.logits_via_embedding and gpt2.max_position_embeddings == 64
+  bloom = huggingface.config_from_hf(FIXTURES / "hf_bloom_tiny")
+  assert (bloom.position_embedding, bloom.norm_kind, bloom.embedding_norm) == ("alibi", "layer", True)
+  assert (bloom.num_heads, bloom.head_dim, bloom.mlp_dim) == (6, 8, 192)
 
 
 @pytest.mark.parametrize("prefix", ["", "long_"])
