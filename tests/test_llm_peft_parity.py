@@ -1,9 +1,11 @@
-"""PEFT 0.21 parity on tiny Llama and Qwen2 (GQA) checkpoints, through `load_model`'s public API.
+"""PEFT 0.21 parity on tiny Llama, Qwen2 (GQA), GPT-2 (learned positions) and BLOOM (ALiBi)
+checkpoints, through `load_model`'s public API.
 
-Golden files: tests/fixtures/peft_{llama,qwen2}_tiny/*.npz from tools/make_llm_golden.py; the
-frozen bases are tests/fixtures/hf_{llama,qwen2}_tiny. PEFT places prompts before all tokens
-(positions 0..P-1, tokens from P) and hands prefix keys/values to every layer as a P-long past
-(never rotated; tokens from position P): our defaults for RoPE families.
+Golden files: tests/fixtures/peft_{llama,qwen2,gpt2,bloom}_tiny/*.npz from
+tools/make_llm_golden.py; the frozen bases are tests/fixtures/hf_{...}_tiny. PEFT places prompts
+before all tokens (positions 0..P-1, tokens from P) and hands prefix keys/values to every layer as
+a P-long past (never rotated, no position embedding; ALiBi biases them as positions 0..P-1;
+tokens from position P): our defaults for every LLM family.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from prompt_tuning.checkpoints import tree
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 ATOL = 1e-4
 P = 5
-BASES = ("llama", "qwen2")
+BASES = ("llama", "qwen2", "gpt2", "bloom")
 
 
 def _golden(base: str, method: str) -> dict[str, np.ndarray]:
