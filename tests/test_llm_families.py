@@ -18,6 +18,7 @@ import pytest
 import safetensors.numpy
 
 import prompt_tuning
+import tiny_llms
 from prompt_tuning import api
 from prompt_tuning.checkpoints import huggingface
 from prompt_tuning.models import families
@@ -142,3 +143,22 @@ def test_parameters_have_logical_axes_and_frozen_dtype():
   assert layer["key"]["bias"] == ("joined_kv",)
   dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves(model.params)}
   assert dtypes == {np.dtype("bfloat16")}
+
+
+@pytest.mark.parametrize("name", ["hf_gpt2_tiny", "hf_bloom_tiny"])
+def test_llama_cpp_gguf_equals_transformers(tmp_path, name):
+  """GPT-2 / BLOOM converted as llama.cpp does (Conv1D weights transposed, BLOOM's QKV as
+  [q; k; v]) load back to the same logits; export writes the Hugging Face tensors back."""
+  path = tiny_llms.write_llama_cpp_gguf(FIXTURES / name, tmp_path / f"{name}.gguf")
+  model = prompt_tuning.load_model(checkpoint=path)
+  golden = _golden(name)
+  mask = golden["attention_mask"]
+  logits = np.asarray(model.logits(golden["input_ids"], attention_mask=mask))
+  real = mask.astype(bool)
+  np.testing.assert_allclose(logits[real], golden["logits"][real], atol=1e-4, rtol=1e-4)
+  huggingface.save_hf_checkpoint(model.params, model.config, tmp_path / "export")
+  exported = safetensors.numpy.load_file(str(tmp_path / "export" / "model.safetensors"))
+  original = safetensors.numpy.load_file(str(FIXTURES / name / "model.safetensors"))
+  assert set(exported) == set(original)
+  for key, value in original.items():
+    np.testing.assert_allclose(exported[key], value, atol=1e-6, err_msg=key)

@@ -37,3 +37,59 @@ def write_tiny_llama(folder: pathlib.Path, seed: int = 0, **changes) -> pathlib.
   for name in ("tokenizer.json", "tokenizer_config.json"):
     shutil.copy(BYTE_BPE / name, folder / name)
   return folder
+
+
+# Hugging Face -> llama.cpp tensor names of GPT-2 and BLOOM (gguf-py's tensor map), and what
+# llama.cpp's converter does to each tensor: GPT-2's Conv1D weights are written transposed
+# ([out, in]); BLOOM's fused QKV [heads, (q, k, v), head_dim, ...] as [q; k; v] blocks.
+_LLAMA_CPP_NAMES = {
+    "gpt2": {"wte": "token_embd", "wpe": "position_embd", "ln_f": "output_norm",
+             "ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output",
+             "ln_2": "ffn_norm", "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"},
+    "bloom": {"word_embeddings": "token_embd", "word_embeddings_layernorm": "token_embd_norm",
+              "ln_f": "output_norm", "input_layernorm": "attn_norm",
+              "self_attention.query_key_value": "attn_qkv",
+              "self_attention.dense": "attn_output", "post_attention_layernorm": "ffn_norm",
+              "mlp.dense_h_to_4h": "ffn_up", "mlp.dense_4h_to_h": "ffn_down"},
+}
+
+
+def write_llama_cpp_gguf(hf_dir: pathlib.Path, path: pathlib.Path) -> pathlib.Path:
+  """A float32 `.gguf` of a GPT-2 or BLOOM Hugging Face directory, as llama.cpp converts it."""
+  import json
+  import gguf
+  import numpy as np
+  import safetensors.numpy
+  config = json.loads((hf_dir / "config.json").read_text())
+  arch = config["model_type"]
+  hidden = config.get("n_embd") or config["hidden_size"]
+  heads = config["n_head"]
+  writer = gguf.GGUFWriter(path, arch)
+  writer.add_block_count(config["n_layer"])
+  writer.add_context_length(config.get("n_positions") or 2048)
+  writer.add_embedding_length(hidden)
+  writer.add_feed_forward_length(config.get("n_inner") or 4 * hidden)
+  writer.add_head_count(heads)
+  writer.add_layer_norm_eps(config["layer_norm_epsilon"])
+  writer.add_bos_token_id(config["bos_token_id"])
+  writer.add_eos_token_id(config["eos_token_id"])
+  for name, value in safetensors.numpy.load_file(str(hf_dir / "model.safetensors")).items():
+    if name == "lm_head.weight":
+      writer.add_tensor("output.weight", value)
+      continue
+    module, suffix = name.removeprefix("transformer.").rsplit(".", 1)
+    layer = None
+    if module.startswith("h."):
+      _, layer, module = module.split(".", 2)
+    gguf_name = _LLAMA_CPP_NAMES[arch][module] + "." + suffix
+    if arch == "gpt2" and suffix == "weight" and module.startswith(("attn.", "mlp.")):
+      value = value.T
+    if arch == "bloom" and module.endswith("query_key_value"):
+      value = value.reshape(heads, 3, -1, *value.shape[1:]).swapaxes(0, 1).reshape(value.shape)
+    writer.add_tensor(gguf_name if layer is None else f"blk.{layer}.{gguf_name}",
+                      np.ascontiguousarray(value, np.float32))
+  writer.write_header_to_file()
+  writer.write_kv_data_to_file()
+  writer.write_tensors_to_file()
+  writer.close()
+  return path
