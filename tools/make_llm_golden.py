@@ -4,6 +4,8 @@ Needs the `tools` extra (torch, transformers 5.x, peft 0.21.x, gguf):
 
   python tools/make_llm_golden.py                  # all parts
   python tools/make_llm_golden.py --parts base peft  # the tiny models and PEFT only
+  python tools/make_llm_golden.py --parts base peft --models hf_gpt2_tiny hf_bloom_tiny \
+      --peft_bases hf_gpt2_tiny hf_bloom_tiny       # some models only
 
 Every reference runs in float32, eval mode, `attn_implementation="eager"`. All arrays are saved
 with `np.savez_compressed`; strings are numpy unicode scalars/arrays (no pickle needed).
@@ -13,8 +15,10 @@ with `np.savez_compressed`; strings are numpy unicode scalars/arrays (no pickle 
 `tests/fixtures/<name>/` holds `config.json`, `model.safetensors`, `generation_config.json` (as
 `save_pretrained(safe_serialization=True)` writes them) and `golden.npz`. Weights are re-drawn
 with a fixed generator so the logits have O(1) spread (transformers' own 0.02-std init gives
-near-uniform logits): embeddings N(0, 0.5^2) (N(0, 0.1^2) when tied), linear kernels
-N(0, 1/fan_in), biases N(0, 0.5^2), RMSNorm scales U(0.5, 1.5).
+near-uniform logits): token (and GPT-2's position) embeddings N(0, 0.5^2) (N(0, 0.1^2) when
+tied), linear kernels N(0, 1/fan_in) (GPT-2's Conv1D [in, out]: fan_in = rows), biases
+N(0, 0.5^2) (N(0, 0.1^2) for GPT-2 / BLOOM, whose every layer adds biases), norm scales
+U(0.5, 1.5) (BLOOM's embedding LayerNorm 0.35 x that, or the head reads the current token back).
 
   hf_llama_tiny    LlamaForCausalLM: vocab 96, hidden 32, 2 layers, 4 heads / 2 KV heads,
                    head_dim 8, SwiGLU 64, rms_norm_eps 1e-5, rope_theta 1e4, untied lm_head,
@@ -40,6 +44,13 @@ N(0, 1/fan_in), biases N(0, 0.5^2), RMSNorm scales U(0.5, 1.5).
                    `max_window_layers: 1` present; transformers ignores the window then (full
                    attention in every layer), and so must a loader.
 
+  hf_gpt2_tiny     GPT2LMHeadModel: vocab 96, n_embd 32, 2 layers, 4 heads, n_inner 48,
+                   n_positions 64, gelu_new, layer_norm_epsilon 1e-5, tied, bos 1, eos 2, pad
+                   None. Positions: generate numbers left-padded prompts from cumsum(mask) - 1.
+  hf_bloom_tiny    BloomForCausalLM: vocab 96, hidden 48, 2 layers, 6 heads (not a power of two:
+                   ALiBi's extra slopes), layer_norm_epsilon 1e-5, untied lm_head, bos 1, eos 2,
+                   pad 3. ALiBi positions come from the attention mask (cumsum - 1).
+
 golden.npz of each base model (B = 3 rows):
   input_ids             int32 [3, 10]   right-padded (real lengths 10, 7, 4); padded slots hold
                                         0; token 0 also occurs inside the real text (it is a real
@@ -55,7 +66,7 @@ golden.npz of each base model (B = 3 rows):
                                         40), real lengths (T, T - 7, T - 15); longer than the
                                         Mistral window.
   rope_inv_freq         float32 [head_dim / 2]  the inverse frequencies transformers uses
-                                        (after rope scaling).
+                                        (after rope scaling); RoPE families only.
   gen_input_ids         int32 [3, 6]    LEFT-padded (real lengths 6, 4, 3), padded slots 0.
   gen_attention_mask    int32 [3, 6]
   gen_tokens            int32 [3, 8]    the new tokens of greedy
@@ -85,17 +96,20 @@ golden.npz of each base model (B = 3 rows):
   beam_num_beams        int32 [], beam_length_penalty float32 [], beam_early_stopping bool []
   transformers_version  str []
 
-## Part `peft`: PEFT 0.21 parity, frozen base hf_llama_tiny / hf_qwen2_tiny
+## Part `peft`: PEFT 0.21 parity, frozen base hf_{llama,qwen2,gpt2,bloom}_tiny
 
-`tests/fixtures/peft_llama_tiny/` and `tests/fixtures/peft_qwen2_tiny/`, one npz per method,
+`tests/fixtures/peft_{llama,qwen2,gpt2,bloom}_tiny/`, one npz per method,
 each self-contained. Every file holds the base model's short batch:
   input_ids int32 [3, 10], attention_mask int32 [3, 10] (identical to the base golden's), and
   labels int64 [3, 10]  = input_ids, with -100 on padding and on the first 3 positions (the
                           "input" part), so the loss covers the target span only.
   peft_version, transformers_version  str []
   num_virtual_tokens  int32 [] (P = 5)
-  token_positions_start int32 []  position (RoPE index) of the first input token, verified by
-                          re-running the base model by hand with explicit position_ids.
+  token_positions_start int32 []  position (RoPE index / learned-position row) of the first
+                          input token, verified by re-running the base model by hand with
+                          explicit position_ids (0 and P tried; only one may match). BLOOM takes
+                          no position_ids: its ALiBi positions come from the mask [1] * P + mask,
+                          and the hand-built run with that mask is checked at P only.
 
 Loss (as PEFT + transformers compute it): PEFT passes `labels` to the base model; the base's
 ForCausalLMLoss shifts them: the logit at position t predicts label t + 1, and the loss is the
