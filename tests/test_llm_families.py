@@ -162,3 +162,9 @@ def test_llama_cpp_gguf_equals_transformers(tmp_path, name):
   assert set(exported) == set(original)
   for key, value in original.items():
     np.testing.assert_allclose(exported[key], value, atol=1e-6, err_msg=key)
+
+
+def test_learned_position_table_overrun_is_named():
+  model = prompt_tuning.load_model(checkpoint=FIXTURES / "hf_gpt2_tiny")  # 64 positions.
+  with pytest.raises(ValueError, match="65 positions .* learned position table of 64 rows"):
+    model.logits(np.zeros((1, 65), np.int32))

@@ -91,7 +91,7 @@ def test_prompt_keys_values_reused_across_batches(checkpoint, method):
 
 @pytest.mark.parametrize("positions_checkpoint, method",
                          _positions_cases(POSITIONS_METHODS + ("multitask",),
-                                          {("gpt2", "prompt_tuning"), ("bloom", "prefix_tuning")}),
+                                          {("bloom", "prefix_tuning")}),
                          indirect=["positions_checkpoint"])
 def test_positions_families_cached_generation_equals_full_passes(positions_checkpoint, method):
   """GPT-2 / BLOOM: prompts, deep prompts, prefixes (both position semantics) and multi-task
