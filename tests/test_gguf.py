@@ -283,11 +283,11 @@ def test_config_llama3_rope_scaling_from_rope_freqs(tmp_path, rotary_dim, factor
 def test_unknown_architecture_and_tensor_are_named(tmp_path):
   rng = np.random.default_rng(4)
   tree = _source_tree(rng, qwen2=False, tied=True)
-  path = tmp_path / "gpt2.gguf"
-  _write_gguf(path, "gpt2", tree, permute_qk=False, rng=rng)
-  with pytest.raises(ValueError, match="architecture 'gpt2' is not supported"):
+  path = tmp_path / "falcon.gguf"
+  _write_gguf(path, "falcon", tree, permute_qk=False, rng=rng)
+  with pytest.raises(ValueError, match="architecture 'falcon' is not supported"):
     gguf_ckpt.gguf_config(path)
-  with pytest.raises(ValueError, match="architecture 'gpt2' is not supported"):
+  with pytest.raises(ValueError, match="architecture 'falcon' is not supported"):
     gguf_ckpt.gguf_tensors(path)
 
   path = tmp_path / "extra.gguf"

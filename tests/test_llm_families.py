@@ -1,6 +1,7 @@
-"""Decoder-only LLM families (Llama, Llama 3 rope scaling, Mistral, Qwen2) against transformers.
+"""Decoder-only LLM families (Llama, Llama 3 rope scaling, Mistral, Qwen2, GPT-2, BLOOM) against
+transformers.
 
-Golden files: tests/fixtures/hf_{llama,llama3,mistral,qwen2}_tiny/golden.npz, made by
+Golden files: tests/fixtures/hf_{llama,llama3,mistral,qwen2,gpt2,bloom}_tiny/golden.npz, made by
 tools/make_llm_golden.py from tiny seeded random Hugging Face models (saved next to them).
 Token id 0 is a real token in these inputs: padding comes from the attention masks.
 """
@@ -17,12 +18,14 @@ import pytest
 import safetensors.numpy
 
 import prompt_tuning
+import tiny_llms
 from prompt_tuning import api
 from prompt_tuning.checkpoints import huggingface
 from prompt_tuning.models import families
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
-FAMILIES = ("hf_llama_tiny", "hf_llama3_tiny", "hf_mistral_tiny", "hf_qwen2_tiny")
+FAMILIES = ("hf_llama_tiny", "hf_llama3_tiny", "hf_mistral_tiny", "hf_qwen2_tiny", "hf_gpt2_tiny",
+            "hf_bloom_tiny")
 
 
 def _golden(name: str) -> dict[str, np.ndarray]:
@@ -47,6 +50,13 @@ def test_configs_come_from_config_json():
   assert huggingface.config_from_hf(FIXTURES / "hf_mistral_tiny").sliding_window == 4
   qwen2 = huggingface.config_from_hf(FIXTURES / "hf_qwen2_tiny")
   assert qwen2.attention_bias and not qwen2.attention_out_bias
+  gpt2 = huggingface.config_from_hf(FIXTURES / "hf_gpt2_tiny")
+  assert (gpt2.position_embedding, gpt2.norm_kind, gpt2.mlp_activations, gpt2.mlp_dim) == (
+      "learned", "layer", ("gelu",), 48)
+  assert gpt2.logits_via_embedding and gpt2.max_position_embeddings == 64
+  bloom = huggingface.config_from_hf(FIXTURES / "hf_bloom_tiny")
+  assert (bloom.position_embedding, bloom.norm_kind, bloom.embedding_norm) == ("alibi", "layer", True)
+  assert (bloom.num_heads, bloom.head_dim, bloom.mlp_dim) == (6, 8, 192)
 
 
 @pytest.mark.parametrize("prefix", ["", "long_"])
@@ -133,3 +143,28 @@ def test_parameters_have_logical_axes_and_frozen_dtype():
   assert layer["key"]["bias"] == ("joined_kv",)
   dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves(model.params)}
   assert dtypes == {np.dtype("bfloat16")}
+
+
+@pytest.mark.parametrize("name", ["hf_gpt2_tiny", "hf_bloom_tiny"])
+def test_llama_cpp_gguf_equals_transformers(tmp_path, name):
+  """GPT-2 / BLOOM converted as llama.cpp does (Conv1D weights transposed, BLOOM's QKV as
+  [q; k; v]) load back to the same logits; export writes the Hugging Face tensors back."""
+  path = tiny_llms.write_llama_cpp_gguf(FIXTURES / name, tmp_path / f"{name}.gguf")
+  model = prompt_tuning.load_model(checkpoint=path)
+  golden = _golden(name)
+  mask = golden["attention_mask"]
+  logits = np.asarray(model.logits(golden["input_ids"], attention_mask=mask))
+  real = mask.astype(bool)
+  np.testing.assert_allclose(logits[real], golden["logits"][real], atol=1e-4, rtol=1e-4)
+  huggingface.save_hf_checkpoint(model.params, model.config, tmp_path / "export")
+  exported = safetensors.numpy.load_file(str(tmp_path / "export" / "model.safetensors"))
+  original = safetensors.numpy.load_file(str(FIXTURES / name / "model.safetensors"))
+  assert set(exported) == set(original)
+  for key, value in original.items():
+    np.testing.assert_allclose(exported[key], value, atol=1e-6, err_msg=key)
+
+
+def test_learned_position_table_overrun_is_named():
+  model = prompt_tuning.load_model(checkpoint=FIXTURES / "hf_gpt2_tiny")  # 64 positions.
+  with pytest.raises(ValueError, match="65 positions .* learned position table of 64 rows"):
+    model.logits(np.zeros((1, 65), np.int32))

@@ -1,9 +1,11 @@
-"""PEFT 0.21 parity on tiny Llama and Qwen2 (GQA) checkpoints, through `load_model`'s public API.
+"""PEFT 0.21 parity on tiny Llama, Qwen2 (GQA), GPT-2 (learned positions) and BLOOM (ALiBi)
+checkpoints, through `load_model`'s public API.
 
-Golden files: tests/fixtures/peft_{llama,qwen2}_tiny/*.npz from tools/make_llm_golden.py; the
-frozen bases are tests/fixtures/hf_{llama,qwen2}_tiny. PEFT places prompts before all tokens
-(positions 0..P-1, tokens from P) and hands prefix keys/values to every layer as a P-long past
-(never rotated; tokens from position P): our defaults for RoPE families.
+Golden files: tests/fixtures/peft_{llama,qwen2,gpt2,bloom}_tiny/*.npz from
+tools/make_llm_golden.py; the frozen bases are tests/fixtures/hf_{...}_tiny. PEFT places prompts
+before all tokens (positions 0..P-1, tokens from P) and hands prefix keys/values to every layer as
+a P-long past (never rotated, no position embedding; ALiBi biases them as positions 0..P-1;
+tokens from position P): our defaults for every LLM family.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ from prompt_tuning.checkpoints import tree
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 ATOL = 1e-4
 P = 5
-BASES = ("llama", "qwen2")
+BASES = ("llama", "qwen2", "gpt2", "bloom")
+# P-tuning encoders and the prefix projection run the same way on every family: on GPT-2 and
+# BLOOM they are `slow` (the CI budget); prompt tuning and plain prefixes are checked by default.
+FAMILY_AGNOSTIC_SLOW = ("gpt2", "bloom")
+
+
+def _bases_agnostic():
+  return [pytest.param(b, marks=pytest.mark.slow) if b in FAMILY_AGNOSTIC_SLOW else b
+          for b in BASES]
 
 
 def _golden(base: str, method: str) -> dict[str, np.ndarray]:
@@ -85,7 +95,7 @@ def _p_tuning_params(g, kind):
   return peft_weights.p_tuning_params(lambda name: g[f"encoder_weights/{name}"], kind)
 
 
-@pytest.mark.parametrize("base", BASES)
+@pytest.mark.parametrize("base", _bases_agnostic())
 @pytest.mark.parametrize("kind", ["mlp", "lstm"])
 def test_p_tuning_logits_and_loss(base, kind):
   g = _golden(base, "p_tuning" if kind == "mlp" else "p_tuning_lstm")
@@ -114,8 +124,11 @@ def _prefix_params(g, projection):
           "transform_0": _linear(g, "transform.0"), "transform_1": _linear(g, "transform.2")}
 
 
-@pytest.mark.parametrize("base", BASES)
-@pytest.mark.parametrize("projection", [False, True], ids=["plain", "proj"])
+@pytest.mark.parametrize(
+    "base, projection",
+    [pytest.param(b, False, id=f"plain-{b}") for b in BASES]
+    + [pytest.param(b, True, id=f"proj-{b}",
+                    marks=[pytest.mark.slow] if b in FAMILY_AGNOSTIC_SLOW else []) for b in BASES])
 def test_prefix_tuning_logits_and_loss(base, projection):
   g = _golden(base, "prefix_tuning_projection" if projection else "prefix_tuning")
   model = _load(base, "architectures/prefix_tuning.gin", f"PREFIX_LENGTH={P}",

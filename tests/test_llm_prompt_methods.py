@@ -1,5 +1,6 @@
 """Every prompt method on a Llama-family model: cached decoding equals full passes, the prompt's
-keys/values reused across batches, chunked loss, bfloat16 frozen weights."""
+keys/values reused across batches, chunked loss, bfloat16 frozen weights; and on GPT-2 (learned
+positions) and BLOOM (ALiBi, embedding LayerNorm), whose prompts and prefixes take positions too."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import prompt_tuning
 from prompt_tuning import prompt_cache
 from prompt_tuning.train import models
-from tiny_llms import write_tiny_llama
+from tiny_llms import write_tiny, write_tiny_llama
 
 EOS = 2
 # Left-padded inputs with token 0 (a real token here) inside; padding by mask.
@@ -22,6 +23,20 @@ MASK = np.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 1, 1]], np.int32)
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
   return write_tiny_llama(tmp_path_factory.mktemp("llama") / "llama", seed=2)
+
+
+@pytest.fixture(scope="module")
+def positions_checkpoint(request, tmp_path_factory):
+  """A tiny GPT-2 (learned positions) or BLOOM (ALiBi) directory (family: indirect param)."""
+  return write_tiny(tmp_path_factory.mktemp(request.param) / request.param, request.param, seed=2)
+
+
+def _positions_cases(methods, default=()):
+  """(family, method) cases for GPT-2 and BLOOM; all but the `default` pairs are `slow` (the CI
+  budget: each case compiles its own decoding loops)."""
+  return [pytest.param(family, method, id=f"{family}-{method}",
+                       marks=() if (family, method) in default else pytest.mark.slow)
+          for family in ("gpt2", "bloom") for method in methods]
 
 
 def _load(checkpoint, gin_file, *bindings):
@@ -38,6 +53,12 @@ METHODS = {
     "prefix_tuning_zero": ("architectures/prefix_tuning.gin", "PREFIX_LENGTH=3",
                            "PREFIX_POSITION_BIAS='zero'"),
 }
+# Multi-task prompts read the task from each row's first non-zero token: <extra_id_k> = 599 - k.
+MULTITASK = ("architectures/multitask_prompts.gin", "PROMPT_LENGTH=2", "NUM_TASKS=2",
+             "TASK_PROMPT_LENGTH=1", "MULTITASK_SENTINEL_VOCAB_SIZE=600")
+MULTITASK_TOKENS = np.array([[599, 0, 7, 9, 33], [0, 0, 598, 12, 0], [0, 0, 0, 599, 5]], np.int32)
+# The methods whose positions differ with learned / ALiBi positions.
+POSITIONS_METHODS = ("prompt_tuning", "deep_prompts", "prefix_tuning", "prefix_tuning_zero")
 
 
 def _uncached_greedy(model, row, mask_row, steps):
@@ -46,7 +67,7 @@ def _uncached_greedy(model, row, mask_row, steps):
   for _ in range(steps):
     logits = np.asarray(model.logits(np.array([tokens], np.int32)))
     out.append(int(logits[0, -1].argmax()))
-    if out[-1] == EOS:
+    if out[-1] == model.config.eos_id:
       break
     tokens.append(out[-1])
   return out + [model.config.output_pad_id] * (steps - len(out))
@@ -66,6 +87,39 @@ def test_prompt_keys_values_reused_across_batches(checkpoint, method):
   cache = prompt_cache.build_prompt_cache(model.module, model.params)
   reused = prompt_cache.generate(model, cache, TOKENS, 4, attention_mask=MASK)
   np.testing.assert_array_equal(reused, model.generate(TOKENS, 4, attention_mask=MASK))
+
+
+@pytest.mark.parametrize("positions_checkpoint, method",
+                         _positions_cases(POSITIONS_METHODS + ("multitask",),
+                                          {("bloom", "prefix_tuning")}),
+                         indirect=["positions_checkpoint"])
+def test_positions_families_cached_generation_equals_full_passes(positions_checkpoint, method):
+  """GPT-2 / BLOOM: prompts, deep prompts, prefixes (both position semantics) and multi-task
+  prompts decode with the cache as full passes do (left padding, token 0 real)."""
+  spec, tokens = (MULTITASK, MULTITASK_TOKENS) if method == "multitask" else (METHODS[method],
+                                                                             TOKENS)
+  model = _load(positions_checkpoint, *spec)
+  generated = model.generate(tokens, 4, attention_mask=MASK)
+  for row in range(len(tokens)):
+    assert generated[row].tolist() == _uncached_greedy(model, tokens[row], MASK[row], 4), row
+
+
+@pytest.mark.parametrize("positions_checkpoint, method",
+                         _positions_cases(("prompt_tuning", "deep_prompts"),
+                                          {("bloom", "prompt_tuning")}),
+                         indirect=["positions_checkpoint"])
+def test_positions_families_prompt_cache(positions_checkpoint, method):
+  model = _load(positions_checkpoint, *METHODS[method])
+  cache = prompt_cache.build_prompt_cache(model.module, model.params)
+  reused = prompt_cache.generate(model, cache, TOKENS, 4, attention_mask=MASK)
+  np.testing.assert_array_equal(reused, model.generate(TOKENS, 4, attention_mask=MASK))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("positions_checkpoint", ["gpt2", "bloom"], indirect=True)
+def test_positions_families_prefix_default_is_shifted(positions_checkpoint):
+  """Learned / ALiBi prefixes are "shifted" by default (PEFT's), which differs from "zero"."""
+  test_prefix_positions_follow_peft_by_default(positions_checkpoint)
 
 
 def test_prefix_positions_follow_peft_by_default(checkpoint):

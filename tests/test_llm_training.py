@@ -1,4 +1,4 @@
-"""Prompt learning on a Llama-family checkpoint through the CLI, with no size macro in gin."""
+"""Prompt learning on Llama-family and BLOOM checkpoints through the CLI, with no size macro in gin."""
 
 from __future__ import annotations
 
@@ -13,28 +13,47 @@ from prompt_tuning import api, cli
 from prompt_tuning.checkpoints import tree
 from prompt_tuning.data import file_tasks, tokenizer_vocab
 from prompt_tuning.train import __main__ as train_main
-from tiny_llms import write_tiny_llama
+from tiny_llms import write_tiny
 
 TASK = "llm_training_test_sentiment"
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-  """A tiny Llama directory and a sentiment task tokenized with its own tokenizer."""
-  folder = tmp_path_factory.mktemp("llm_training")
-  model_dir = write_tiny_llama(folder / "llama", seed=1)
+_WORKSPACES: dict = {}
+
+
+def _workspace(tmp_path_factory, family: str):
+  """A tiny `family` directory and a sentiment task tokenized with its own tokenizer (made once
+  per session)."""
+  if family not in _WORKSPACES:
+    _WORKSPACES[family] = _make_workspace(tmp_path_factory, family)
+  return _WORKSPACES[family]
+
+
+def _make_workspace(tmp_path_factory, family: str):
+  folder = tmp_path_factory.mktemp(f"llm_training_{family}")
+  model_dir = write_tiny(folder / family, family, seed=1)
   train, dev = write_sentiment_tsvs(folder)
   file_tasks.register_file_task(
-      TASK, train_path=train, validation_path=dev, input_template="Review: {text} Sentiment:",
-      label_names=("negative", "positive"), metrics=("accuracy",),
-      vocabulary=tokenizer_vocab.model_vocabulary(model_dir))
-  return folder, model_dir
+      f"{TASK}_{family}", train_path=train, validation_path=dev,
+      input_template="Review: {text} Sentiment:", label_names=("negative", "positive"),
+      metrics=("accuracy",), vocabulary=tokenizer_vocab.model_vocabulary(model_dir))
+  return folder, model_dir, f"{TASK}_{family}"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+  return _workspace(tmp_path_factory, "llama")
+
+
+@pytest.fixture(scope="module", params=["llama", "bloom"])
+def family_workspace(request, tmp_path_factory):
+  return _workspace(tmp_path_factory, request.param)
 
 
 def _train(workspace, run_dir, *extra, gin_file="architectures/prompt_tuning.gin"):
-  folder, model_dir = workspace
+  _, model_dir, task = workspace
   argv = ["train", f"--gin_file={gin_file}", "--gin_file=runs/prompt_finetune.gin",
-          f"--gin.MODEL_DIR='{run_dir}'", f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
+          f"--gin.MODEL_DIR='{run_dir}'", f"--gin.MIXTURE_OR_TASK_NAME='{task}'",
           "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}",
           f"--gin.INITIAL_CHECKPOINT_PATH='{model_dir}'", "--gin.BATCH_SIZE=8",
           "--gin.LOG_PERIOD=1", "--gin.EVAL_PERIOD=None", *extra]
@@ -47,14 +66,16 @@ def _losses(run_dir) -> list[float]:
   return [r["loss"] for r in records if r["split"] == "train"]
 
 
-def test_prompt_tuning_a_llama_directory_lowers_the_loss(workspace, tmp_path):
-  _, model_dir = workspace
-  result = _train(workspace, tmp_path / "run", "--gin.TRAIN_STEPS=8", "--gin.LEARNING_RATE=1.0",
-                  "--gin.PROMPT_LENGTH=4")
+def test_prompt_tuning_lowers_the_loss(family_workspace, tmp_path):
+  """Llama (RoPE) and BLOOM (ALiBi, embedding LayerNorm) directories, sizes from config.json."""
+  _, model_dir, _ = family_workspace
+  result = _train(family_workspace, tmp_path / "run", "--gin.TRAIN_STEPS=8",
+                  "--gin.LEARNING_RATE=1.0", "--gin.PROMPT_LENGTH=4")
   losses = _losses(tmp_path / "run")
   assert len(losses) == 8 and all(np.isfinite(losses))
   assert np.mean(losses[-3:]) < np.mean(losses[:3])
-  assert result.trainable["decoder"]["prompt"]["prompt"]["prompt"].shape == (4, 32)
+  width = api.load_model(checkpoint=model_dir).config.emb_dim
+  assert result.trainable["decoder"]["prompt"]["prompt"]["prompt"].shape == (4, width)
   frozen = api.load_model(checkpoint=model_dir).params
   for path, value in tree.flatten_params(frozen).items():
     np.testing.assert_array_equal(np.asarray(tree.flatten_params(result.frozen)[path]),
@@ -72,7 +93,7 @@ def test_prefix_tuning_a_llama_directory_runs(workspace, tmp_path):
 def test_own_files_from_the_command_line_with_the_models_tokenizer(workspace, tmp_path):
   """TRAIN_FILE / VALIDATION_FILE / INPUT_TEMPLATE / CLASS_LABELS: no Python task module; the
   vocabulary is the checkpoint's; evaluation scores the labels (rank classification)."""
-  folder, model_dir = workspace
+  folder, model_dir, _ = workspace
   argv = ["train", "--gin_file=architectures/prompt_tuning.gin",
           "--gin_file=runs/prompt_finetune.gin", f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
           f"--gin.TRAIN_FILE='{folder / 'train.tsv'}'",

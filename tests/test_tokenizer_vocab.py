@@ -82,17 +82,20 @@ def _sentencepiece_gguf(path: pathlib.Path) -> pathlib.Path:
       ids={"bos": sp.bos_id(), "eos": sp.eos_id(), "unk": sp.unk_id()})
 
 
-def _byte_level_gguf(path: pathlib.Path, pre: str = "gpt-2") -> pathlib.Path:
-  """The fixture byte-level tokenizer.json as a GGUF `gpt2` vocabulary: tokens, merges, types."""
-  with open(BYTE_BPE / "tokenizer.json", encoding="utf-8") as f:
+def _byte_level_gguf(path: pathlib.Path, pre: str = "gpt-2", folder: pathlib.Path = BYTE_BPE,
+                     bos: str = "<|bos|>", eos: str = "<|eos|>") -> pathlib.Path:
+  """A fixture byte-level tokenizer.json as a GGUF `gpt2` vocabulary: tokens (added tokens after
+  the model's, by id), merges, types."""
+  with open(folder / "tokenizer.json", encoding="utf-8") as f:
     spec = json.load(f)
-  vocab = spec["model"]["vocab"]
+  vocab = dict(spec["model"]["vocab"])
+  vocab.update({t["content"]: t["id"] for t in spec["added_tokens"]})
   tokens = sorted(vocab, key=vocab.get)
   special = {t["content"] for t in spec["added_tokens"] if t["special"]}
   merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
   types = [gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in tokens]
   return _write_tokenizer_gguf(path, "gpt2", tokens, types, merges=merges, pre=pre,
-                               ids={"bos": vocab["<|bos|>"], "eos": vocab["<|eos|>"]})
+                               ids={"bos": vocab[bos], "eos": vocab[eos]})
 
 
 def _assert_ids(vocab: seqio.Vocabulary, golden: dict[str, list[int]]) -> None:
@@ -160,6 +163,24 @@ def test_byte_level_gguf_matches_transformers(tmp_path):
   _assert_ids(vocab, _golden("byte_bpe"))
   assert vocab.eos_id == vocab.token_to_id("<|eos|>") and vocab.pad_id is None
   assert not vocab.add_bos  # The file says nothing; llama.cpp's default for "gpt-2".
+
+
+@pytest.mark.parametrize("name, pre, bos, eos", [("gpt2_bpe", "gpt-2", "<|endoftext|>",
+                                                   "<|endoftext|>"),
+                                                  ("bloom_bpe", "bloom", "<s>", "</s>")])
+def test_gpt2_and_bloom_tokenizers_match_transformers(tmp_path, name, pre, bos, eos):
+  """GPT-2's and BLOOM's tokenizers, from tokenizer.json and from GGUF (llama.cpp's
+  `tokenizer.ggml.pre` "gpt-2" / "bloom"), give transformers' ids."""
+  from_json = model_vocabulary(FIXTURES / name)
+  _assert_ids(from_json, _golden(name))
+  from_gguf = TokenizerVocabulary.from_gguf(_byte_level_gguf(tmp_path / f"{name}.gguf", pre,
+                                                             FIXTURES / name, bos, eos))
+  _assert_ids(from_gguf, _golden(name))
+  for vocab in (from_json, from_gguf):
+    assert (vocab.bos_id, vocab.eos_id) == (vocab.token_to_id(bos), vocab.token_to_id(eos))
+    assert not vocab.add_bos and not vocab.add_eos
+    text = "Hello, world! 12345 café"
+    assert vocab.decode(vocab.encode(text)) == text
 
 
 @pytest.mark.parametrize("pre", ["llama-bpe", "qwen2", "tekken"])

@@ -4,6 +4,8 @@ Needs the `tools` extra (torch, transformers 5.x, peft 0.21.x, gguf):
 
   python tools/make_llm_golden.py                  # all parts
   python tools/make_llm_golden.py --parts base peft  # the tiny models and PEFT only
+  python tools/make_llm_golden.py --parts base peft --models hf_gpt2_tiny hf_bloom_tiny \
+      --peft_bases hf_gpt2_tiny hf_bloom_tiny       # some models only
 
 Every reference runs in float32, eval mode, `attn_implementation="eager"`. All arrays are saved
 with `np.savez_compressed`; strings are numpy unicode scalars/arrays (no pickle needed).
@@ -13,8 +15,10 @@ with `np.savez_compressed`; strings are numpy unicode scalars/arrays (no pickle 
 `tests/fixtures/<name>/` holds `config.json`, `model.safetensors`, `generation_config.json` (as
 `save_pretrained(safe_serialization=True)` writes them) and `golden.npz`. Weights are re-drawn
 with a fixed generator so the logits have O(1) spread (transformers' own 0.02-std init gives
-near-uniform logits): embeddings N(0, 0.5^2) (N(0, 0.1^2) when tied), linear kernels
-N(0, 1/fan_in), biases N(0, 0.5^2), RMSNorm scales U(0.5, 1.5).
+near-uniform logits): token (and GPT-2's position) embeddings N(0, 0.5^2) (N(0, 0.1^2) when
+tied), linear kernels N(0, 1/fan_in) (GPT-2's Conv1D [in, out]: fan_in = rows), biases
+N(0, 0.5^2) (N(0, 0.1^2) for GPT-2 / BLOOM, whose every layer adds biases), norm scales
+U(0.5, 1.5) (BLOOM's embedding LayerNorm 0.35 x that, or the head reads the current token back).
 
   hf_llama_tiny    LlamaForCausalLM: vocab 96, hidden 32, 2 layers, 4 heads / 2 KV heads,
                    head_dim 8, SwiGLU 64, rms_norm_eps 1e-5, rope_theta 1e4, untied lm_head,
@@ -40,6 +44,13 @@ N(0, 1/fan_in), biases N(0, 0.5^2), RMSNorm scales U(0.5, 1.5).
                    `max_window_layers: 1` present; transformers ignores the window then (full
                    attention in every layer), and so must a loader.
 
+  hf_gpt2_tiny     GPT2LMHeadModel: vocab 96, n_embd 32, 2 layers, 4 heads, n_inner 48,
+                   n_positions 64, gelu_new, layer_norm_epsilon 1e-5, tied, bos 1, eos 2, pad
+                   None. Positions: generate numbers left-padded prompts from cumsum(mask) - 1.
+  hf_bloom_tiny    BloomForCausalLM: vocab 96, hidden 48, 2 layers, 6 heads (not a power of two:
+                   ALiBi's extra slopes), layer_norm_epsilon 1e-5, untied lm_head, bos 1, eos 2,
+                   pad 3. ALiBi positions come from the attention mask (cumsum - 1).
+
 golden.npz of each base model (B = 3 rows):
   input_ids             int32 [3, 10]   right-padded (real lengths 10, 7, 4); padded slots hold
                                         0; token 0 also occurs inside the real text (it is a real
@@ -55,7 +66,7 @@ golden.npz of each base model (B = 3 rows):
                                         40), real lengths (T, T - 7, T - 15); longer than the
                                         Mistral window.
   rope_inv_freq         float32 [head_dim / 2]  the inverse frequencies transformers uses
-                                        (after rope scaling).
+                                        (after rope scaling); RoPE families only.
   gen_input_ids         int32 [3, 6]    LEFT-padded (real lengths 6, 4, 3), padded slots 0.
   gen_attention_mask    int32 [3, 6]
   gen_tokens            int32 [3, 8]    the new tokens of greedy
@@ -85,17 +96,20 @@ golden.npz of each base model (B = 3 rows):
   beam_num_beams        int32 [], beam_length_penalty float32 [], beam_early_stopping bool []
   transformers_version  str []
 
-## Part `peft`: PEFT 0.21 parity, frozen base hf_llama_tiny / hf_qwen2_tiny
+## Part `peft`: PEFT 0.21 parity, frozen base hf_{llama,qwen2,gpt2,bloom}_tiny
 
-`tests/fixtures/peft_llama_tiny/` and `tests/fixtures/peft_qwen2_tiny/`, one npz per method,
+`tests/fixtures/peft_{llama,qwen2,gpt2,bloom}_tiny/`, one npz per method,
 each self-contained. Every file holds the base model's short batch:
   input_ids int32 [3, 10], attention_mask int32 [3, 10] (identical to the base golden's), and
   labels int64 [3, 10]  = input_ids, with -100 on padding and on the first 3 positions (the
                           "input" part), so the loss covers the target span only.
   peft_version, transformers_version  str []
   num_virtual_tokens  int32 [] (P = 5)
-  token_positions_start int32 []  position (RoPE index) of the first input token, verified by
-                          re-running the base model by hand with explicit position_ids.
+  token_positions_start int32 []  position (RoPE index / learned-position row) of the first
+                          input token, verified by re-running the base model by hand with
+                          explicit position_ids (0 and P tried; only one may match). BLOOM takes
+                          no position_ids: its ALiBi positions come from the mask [1] * P + mask,
+                          and the hand-built run with that mask is checked at P only.
 
 Loss (as PEFT + transformers compute it): PEFT passes `labels` to the base model; the base's
 ForCausalLMLoss shifts them: the logit at position t predicts label t + 1, and the loss is the
@@ -191,8 +205,10 @@ dequantizes it to float32 and undoes llama.cpp's Q/K row permutation):
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import pathlib
+import re
 import shutil
 
 import numpy as np
@@ -203,33 +219,49 @@ FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 SMOLLM2_GGUF = pathlib.Path(
     "~/.cache/prompt_tuning/assets/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf").expanduser()
 
-_COMMON = dict(vocab_size=96, hidden_act="silu", max_position_embeddings=256,
-               attention_dropout=0.0, use_cache=True)
+_COMMON = dict(vocab_size=96, use_cache=True)
+_LLAMA_COMMON = dict(hidden_act="silu", max_position_embeddings=256, attention_dropout=0.0)
 # name -> (config class, model class, config kwargs, Hub-layout rewrite of config.json or None).
 MODELS = {
     "hf_llama_tiny": ("LlamaConfig", "LlamaForCausalLM", dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        **_LLAMA_COMMON, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, head_dim=8, rms_norm_eps=1e-5, tie_word_embeddings=False,
         rope_parameters=dict(rope_type="default", rope_theta=10000.0),
         bos_token_id=1, eos_token_id=2, pad_token_id=None), None),
     "hf_llama3_tiny": ("LlamaConfig", "LlamaForCausalLM", dict(
-        hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+        **_LLAMA_COMMON, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
         num_key_value_heads=1, head_dim=16, rms_norm_eps=1e-5, tie_word_embeddings=True,
         rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0,
                              low_freq_factor=1.0, high_freq_factor=4.0,
                              original_max_position_embeddings=40),
         bos_token_id=1, eos_token_id=2, pad_token_id=None), "llama3"),
     "hf_mistral_tiny": ("MistralConfig", "MistralForCausalLM", dict(
-        hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=6,
+        **_LLAMA_COMMON, hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=6,
         num_key_value_heads=3, head_dim=8, rms_norm_eps=1e-5, tie_word_embeddings=False,
         sliding_window=4, rope_parameters=dict(rope_type="default", rope_theta=10000.0),
         bos_token_id=1, eos_token_id=2, pad_token_id=None), None),
     "hf_qwen2_tiny": ("Qwen2Config", "Qwen2ForCausalLM", dict(
-        hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=6,
+        **_LLAMA_COMMON, hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=6,
         num_key_value_heads=2, rms_norm_eps=1e-6, tie_word_embeddings=True,
         use_sliding_window=False, rope_parameters=dict(rope_type="default", rope_theta=1e6),
         bos_token_id=None, eos_token_id=2, pad_token_id=None), "qwen2"),
+    "hf_gpt2_tiny": ("GPT2Config", "GPT2LMHeadModel", dict(
+        n_embd=32, n_layer=2, n_head=4, n_inner=48, n_positions=64,
+        activation_function="gelu_new", layer_norm_epsilon=1e-5, resid_pdrop=0.0,
+        embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True,
+        bos_token_id=1, eos_token_id=2, pad_token_id=None), None),
+    "hf_bloom_tiny": ("BloomConfig", "BloomForCausalLM", dict(
+        hidden_size=48, n_layer=2, n_head=6, layer_norm_epsilon=1e-5, hidden_dropout=0.0,
+        attention_dropout=0.0, tie_word_embeddings=False,
+        bos_token_id=1, eos_token_id=2, pad_token_id=3), None),
 }
+# Models whose every layer adds biases to the residual stream: smaller ones, or their constant
+# part dominates the final hidden state and greedy decoding picks the same token everywhere.
+BIAS_SCALE = {"hf_gpt2_tiny": 0.1, "hf_bloom_tiny": 0.1}
+# The bases of the PEFT part.
+PEFT_BASES = ("hf_llama_tiny", "hf_qwen2_tiny", "hf_gpt2_tiny", "hf_bloom_tiny")
+_NORM_WEIGHT = re.compile(r".*(norm|ln_\d|ln_f|layernorm)\.weight")
+_TOKEN_EMBEDDING = re.compile(r".*(embed_tokens|wte|word_embeddings)\.weight")
 # prefix -> (length, real lengths); hf_llama3_tiny's long batch is LONG_LLAMA3 long.
 BATCHES = {"": (10, (10, 7, 4)), "long_": (24, (24, 17, 9))}
 LONG_LLAMA3 = 44
@@ -275,19 +307,25 @@ def build_model(name: str, seed: int) -> transformers.PreTrainedModel:
   generator = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for param_name, param in model.named_parameters():
-      if param_name.endswith("norm.weight"):
-        param.copy_(torch.rand(param.shape, generator=generator) + 0.5)
+      if _NORM_WEIGHT.fullmatch(param_name):
+        # An embedding norm scales the tied embedding back to O(1); keep that smaller, or the
+        # head reads the current token back and greedy decoding only repeats it.
+        scale = 0.35 if "word_embeddings_layernorm" in param_name else 1.0
+        param.copy_(scale * (torch.rand(param.shape, generator=generator) + 0.5))
       elif param_name.endswith(".bias"):
-        param.copy_(0.5 * torch.randn(param.shape, generator=generator))
-      elif "embed_tokens" in param_name:
+        param.copy_(BIAS_SCALE.get(name, 0.5) * torch.randn(param.shape, generator=generator))
+      elif _TOKEN_EMBEDDING.fullmatch(param_name) or param_name.endswith("wpe.weight"):
         # A tied head reads the current token's own embedding back out of the residual stream;
-        # a small embedding keeps greedy decoding from merely repeating its last token.
+        # a small embedding keeps greedy decoding from merely repeating its last token. Learned
+        # positions get the tokens' scale, so neither drowns the other.
         scale = 0.1 if config.tie_word_embeddings else 0.5
         param.copy_(scale * torch.randn(param.shape, generator=generator))
-      else:  # Linear kernel [out, in].
-        param.copy_(torch.randn(param.shape, generator=generator) * param.shape[1] ** -0.5)
+      else:  # Linear kernel [out, in], or GPT-2's Conv1D kernel [in, out].
+        module = model.get_submodule(param_name.rsplit(".", 1)[0])
+        fan_in = param.shape[0] if type(module).__name__ == "Conv1D" else param.shape[1]
+        param.copy_(torch.randn(param.shape, generator=generator) * fan_in ** -0.5)
   model.set_attn_implementation("eager")
-  tied = model.lm_head.weight is model.model.embed_tokens.weight
+  tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
   if tied != config.tie_word_embeddings:
     raise RuntimeError(f"{name}: lm_head tying is {tied}, config says {config.tie_word_embeddings}")
   return model.eval()
@@ -400,7 +438,7 @@ def _continuation_log_probs(model, tokens: np.ndarray, mask: np.ndarray,
   positions = np.maximum(np.cumsum(full_mask, axis=1) - 1, 0)
   with torch.no_grad():
     logits = model(input_ids=_t(sequence), attention_mask=_t(full_mask),
-                   position_ids=_t(positions)).logits
+                   **_position_ids(model, _t(positions))).logits
   log_probs = _np(torch.log_softmax(logits, dim=-1))[:, tokens.shape[1] - 1:-1]
   return np.take_along_axis(log_probs, new[..., None].astype(np.int64), axis=-1)[..., 0]
 
@@ -456,7 +494,8 @@ def make_base(name: str, index: int) -> dict[str, np.ndarray]:
     np.testing.assert_array_equal(logits, forward_logits(built, tokens, mask))
     golden.update({f"{prefix}input_ids": tokens, f"{prefix}attention_mask": mask,
                    f"{prefix}logits": logits})
-  golden["rope_inv_freq"] = _np(model.model.rotary_emb.inv_freq)
+  if hasattr(getattr(model, "model", None), "rotary_emb"):
+    golden["rope_inv_freq"] = _np(model.model.rotary_emb.inv_freq)
   golden.update(generation_golden(model, seed=1000 + 100 * index, bos=bos))
   _check_generation(model, golden)
   golden["transformers_version"] = np.array(transformers.__version__)
@@ -480,12 +519,26 @@ def _causal_lm_loss(logits: torch.Tensor, labels: np.ndarray) -> float:
       ignore_index=-100))
 
 
+def _takes_position_ids(model) -> bool:
+  return "position_ids" in inspect.signature(model.forward).parameters
+
+
+def _position_candidates(model) -> tuple[int, ...]:
+  """First token positions to try: 0 and P, or only P without `position_ids` (BLOOM)."""
+  return (0, PROMPT_LENGTH) if _takes_position_ids(model) else (PROMPT_LENGTH,)
+
+
+def _position_ids(model, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+  return {"position_ids": positions} if _takes_position_ids(model) else {}
+
+
 def _embedded_prompt_run(base, prompt_PD: torch.Tensor, batch: dict,
                          expect_logits: np.ndarray) -> int:
   """The first token position under which splicing the prompt in by hand reproduces PEFT's logits.
 
   Candidates: tokens numbered after the prompt (P..P+T-1) or as if it were absent (0..T-1);
-  the prompt itself is at 0..P-1 either way.
+  the prompt itself is at 0..P-1 either way. A base without `position_ids` (BLOOM: ALiBi from
+  the attention mask [1] * P + mask) is checked at P only.
   """
   tokens, mask = _t(batch["input_ids"]), _t(batch["attention_mask"])
   batch_size, length = tokens.shape
@@ -494,11 +547,11 @@ def _embedded_prompt_run(base, prompt_PD: torch.Tensor, batch: dict,
   full_mask = torch.cat([torch.ones(batch_size, PROMPT_LENGTH, dtype=torch.long), mask], dim=1)
   real = batch["attention_mask"] > 0
   matches = []
-  for start in (0, PROMPT_LENGTH):
+  for start in _position_candidates(base):
     positions = torch.cat([torch.arange(PROMPT_LENGTH), start + torch.arange(length)])[None]
     with torch.no_grad():
       logits = base(inputs_embeds=embedded, attention_mask=full_mask,
-                    position_ids=positions).logits[:, PROMPT_LENGTH:]
+                    **_position_ids(base, positions)).logits[:, PROMPT_LENGTH:]
     if np.allclose(_np(logits)[real], expect_logits[real], atol=1e-5, rtol=1e-5):
       matches.append(start)
   if len(matches) != 1:
@@ -590,18 +643,19 @@ def prefix_tuning_golden(base_name: str, batch: dict, seed: int,
 
 def _prefix_positions(base, keys: np.ndarray, values: np.ndarray, batch: dict,
                       expect_logits: np.ndarray) -> int:
-  """The first token position under which a hand-built prefix cache reproduces PEFT's logits."""
+  """The first token position under which a hand-built prefix cache reproduces PEFT's logits
+  (as `_embedded_prompt_run`: BLOOM's positions come from the mask [1] * P + mask)."""
   tokens, mask = _t(batch["input_ids"]), _t(batch["attention_mask"])
   batch_size, length = tokens.shape
   full_mask = torch.cat([torch.ones(batch_size, PROMPT_LENGTH, dtype=torch.long), mask], dim=1)
   real = batch["attention_mask"] > 0
   matches = []
-  for start in (0, PROMPT_LENGTH):
+  for start in _position_candidates(base):
     cache = transformers.DynamicCache(
         [(torch.from_numpy(k), torch.from_numpy(v)) for k, v in zip(keys, values)])
     with torch.no_grad():
       logits = _np(base(input_ids=tokens, attention_mask=full_mask, past_key_values=cache,
-                        position_ids=start + torch.arange(length)[None]).logits)
+                        **_position_ids(base, start + torch.arange(length)[None])).logits)
     if np.allclose(logits[real], expect_logits[real], atol=1e-5, rtol=1e-5):
       matches.append(start)
   if len(matches) != 1:
@@ -713,16 +767,24 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--parts", nargs="+", choices=("base", "peft", "smollm2"),
                       default=("base", "peft", "smollm2"))
+  parser.add_argument("--models", nargs="+", choices=tuple(MODELS), default=tuple(MODELS),
+                      help="the base models to (re)write")
+  parser.add_argument("--peft_bases", nargs="+", choices=PEFT_BASES, default=PEFT_BASES,
+                      help="the PEFT bases to (re)write")
   args = parser.parse_args()
   transformers.logging.set_verbosity_error()
   if "base" in args.parts:
     for index, name in enumerate(MODELS):
+      if name not in args.models:
+        continue
       golden = make_base(name, index)
       sizes = {p.name: p.stat().st_size for p in sorted((FIXTURES / name).iterdir())}
       print(f"{name}: {sizes}; gen_tokens {golden['gen_tokens'].tolist()}, "
             f"beam_tokens {golden['beam_tokens'].tolist()}, margin {golden['gen_min_margin']:.3g}")
   if "peft" in args.parts:
-    for index, name in enumerate(("hf_llama_tiny", "hf_qwen2_tiny")):
+    for index, name in enumerate(PEFT_BASES):
+      if name not in args.peft_bases:
+        continue
       print(f"{name.replace('hf_', 'peft_')}: {make_peft(name, index)}")
   if "smollm2" in args.parts:
     print(f"smollm2_gguf: {make_smollm2()}")

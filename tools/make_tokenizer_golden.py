@@ -14,6 +14,15 @@ Writes:
                            PreTrainedTokenizerFast (add_special_tokens=False); and
                            "transformers_gguf_<pre>": the same vocabulary written as a GGUF `gpt2`
                            tokenizer with `tokenizer.ggml.pre = <pre>`, loaded by transformers.
+  gpt2_bpe/                a tiny GPT-2-style byte-level BPE tokenizer.json (GPT-2's pre-tokenizer and
+                           post-processor, `<|endoftext|>` as the last id, BOS = EOS = UNK = it) with
+                           GPT-2's tokenizer_config.json, trained here.
+  bloom_bpe/               a tiny BLOOM-style byte-level BPE tokenizer.json: BLOOM's pre-tokenizer
+                           (Split on " ?[^(\s|[.,!?…。，、।۔،])]+", then ByteLevel without GPT-2's
+                           regex), `<unk>`, `<s>`, `</s>`, `<pad>` as ids 0-3, BLOOM's
+                           tokenizer_config.json, trained here.
+  {gpt2,bloom}_bpe_ids.json  {"transformers": {text: ids}}: ids from transformers'
+                           `AutoTokenizer.from_pretrained(folder)` (add_special_tokens=False).
   smollm2_gguf_ids.json    {"transformers": {text: ids}, "transformers_gguf_loader": {...}}: ids
                            of SmolLM2-135M-Instruct's GGUF tokenizer as transformers loads it
                            (`AutoTokenizer.from_pretrained(folder, gguf_file=...)`), with the
@@ -84,6 +93,8 @@ SPECIAL_TEXTS = {
     "sp_bpe": ["<s> and </s> <unk>", "x</s>  y"],
     "byte_bpe": ["<|bos|>start<|eos|>  end<|pad|>"],
     "smollm2": ["<|im_start|>user\nHi there<|im_end|>\n", "<|endoftext|>x"],
+    "gpt2_bpe": ["<|endoftext|>first<|endoftext|>  second"],
+    "bloom_bpe": ["<s>start</s>  end<pad>", "a,b.c!d?e…f。g，h、i"],
 }
 
 _WORDS = ("the of and to in is was that for it with as on be by this at from or an are not have "
@@ -179,6 +190,63 @@ def make_byte_level_bpe(folder: pathlib.Path) -> None:
   _write_json(folder / "byte_bpe_ids.json", golden)
 
 
+def _train_byte_level(pre_tokenizer: pre_tokenizers.PreTokenizer, specials: list[str],
+                      seed: int) -> tokenizers.Tokenizer:
+  """A 600-token byte-level BPE over `training_lines(seed)` with `specials` first."""
+  tokenizer = tokenizers.Tokenizer(models.BPE())
+  tokenizer.pre_tokenizer = pre_tokenizer
+  tokenizer.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials, show_progress=False,
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  tokenizer.train_from_iterator(training_lines(seed=seed), trainer=trainer)
+  return tokenizer
+
+
+def _save_with_reference(folder: pathlib.Path, name: str, tokenizer: tokenizers.Tokenizer,
+                         tokenizer_config: dict) -> None:
+  """Writes folder/name/{tokenizer.json, tokenizer_config.json} and folder/name_ids.json with
+  transformers' ids (`AutoTokenizer` on that folder, as users load the model's tokenizer)."""
+  out = folder / name
+  shutil.rmtree(out, ignore_errors=True)
+  out.mkdir(parents=True)
+  tokenizer.save(str(out / "tokenizer.json"))
+  _write_json(out / "tokenizer_config.json", tokenizer_config)
+  reference = transformers.AutoTokenizer.from_pretrained(str(out))
+  texts = TEXTS + SPECIAL_TEXTS[name]
+  _write_json(folder / f"{name}_ids.json", {
+      "transformers": {t: reference.encode(t, add_special_tokens=False) for t in texts}})
+
+
+def make_gpt2_bpe(folder: pathlib.Path) -> None:
+  tokenizer = _train_byte_level(
+      pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True), [],
+      seed=2)
+  tokenizer.add_special_tokens(["<|endoftext|>"])  # GPT-2's only special token, the last id.
+  tokenizer.post_processor = processors.ByteLevel(add_prefix_space=True, trim_offsets=False,
+                                                  use_regex=True)
+  _save_with_reference(folder, "gpt2_bpe", tokenizer, {
+      "tokenizer_class": "GPT2Tokenizer", "bos_token": "<|endoftext|>",
+      "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "add_prefix_space": False,
+      "model_max_length": 1024})
+
+
+# BLOOM's tokenizer.json split: runs of anything but whitespace and (CJK / Indic / Arabic)
+# punctuation, with one leading space.
+BLOOM_SPLIT = " ?[^(\\s|[.,!?…。，、।۔،])]+"
+
+
+def make_bloom_bpe(folder: pathlib.Path) -> None:
+  tokenizer = _train_byte_level(pre_tokenizers.Sequence([
+      pre_tokenizers.Split(tokenizers.Regex(BLOOM_SPLIT), behavior="isolated", invert=False),
+      pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)]),
+      ["<unk>", "<s>", "</s>", "<pad>"], seed=3)
+  tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+  _save_with_reference(folder, "bloom_bpe", tokenizer, {
+      "tokenizer_class": "BloomTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+      "unk_token": "<unk>", "pad_token": "<pad>", "add_prefix_space": False,
+      "padding_side": "left"})
+
+
 def _write_byte_level_gguf(path: pathlib.Path, tokenizer: tokenizers.Tokenizer, pre: str) -> None:
   """A GGUF holding only `tokenizer` as a llama.cpp `gpt2` vocabulary (tokens, merges, types)."""
   spec = json.loads(tokenizer.to_str())
@@ -222,6 +290,8 @@ def main() -> None:
   FIXTURES.mkdir(parents=True, exist_ok=True)
   make_sentencepiece(FIXTURES)
   make_byte_level_bpe(FIXTURES)
+  make_gpt2_bpe(FIXTURES)
+  make_bloom_bpe(FIXTURES)
   make_smollm2(FIXTURES)
   for path in sorted(FIXTURES.rglob("*")):
     if path.is_file():

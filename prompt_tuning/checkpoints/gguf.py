@@ -15,10 +15,12 @@ llama.cpp's converter reorders the rows of the Q and K projections of Llama-fami
 interleaves each head's two rotary halves); `gguf_tensors` undoes that for the architectures whose
 converter does it (`permute_qk` below). Qwen2 and Gemma 3 files are not reordered; Gemma 3's
 converter stores every RMS norm weight as w + 1 (the multiplier), which is undone here, so the
-tensors equal Hugging Face's.
+tensors equal Hugging Face's. GPT-2's `Conv1D` weights ([in, out] in Hugging Face) are stored
+transposed, and BLOOM's fused QKV [q; k; v] instead of Hugging Face's per-head interleaving;
+both are restored (`_ARCHITECTURES` transforms).
 
-Families are rows of `_ARCHITECTURES`: adding one (Gemma 3, GPT-2, BLOOM, ...) means adding its
-metadata keys, its tensor names and any per-tensor transform there.
+Families are rows of `_ARCHITECTURES`: adding one (Gemma 3, ...) means adding its metadata keys,
+its tensor names and any per-tensor transform there.
 """
 
 from __future__ import annotations
@@ -83,6 +85,24 @@ def _permute_k(weight: np.ndarray, config: Mapping[str, Any]) -> np.ndarray:
   return _permute_rows_back(weight, config["num_key_value_heads"])
 
 
+def _transpose(weight: np.ndarray, config: Mapping[str, Any]) -> np.ndarray:
+  """[out, in] as llama.cpp stores GPT-2's `Conv1D` weights -> Hugging Face's [in, out]."""
+  del config
+  return np.ascontiguousarray(weight.T)
+
+
+def _interleave_qkv_heads(weight: np.ndarray, config: Mapping[str, Any]) -> np.ndarray:
+  """BLOOM's fused QKV rows (weight [3D, D] or bias [3D]) from llama.cpp's [q; k; v] blocks back
+  to Hugging Face's per-head order [heads, (q, k, v), head_dim]."""
+  heads = config["num_attention_heads"]
+  rows = weight.shape[0]
+  if rows % (3 * heads):
+    raise ValueError(f"cannot split BLOOM's fused QKV: {rows} rows are not 3 x {heads} heads; "
+                     "the file's head count does not match its tensors.")
+  blocks = weight.reshape(3, heads, rows // (3 * heads), *weight.shape[1:])
+  return np.ascontiguousarray(blocks.swapaxes(0, 1)).reshape(weight.shape)
+
+
 Transform = Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]
 
 
@@ -96,13 +116,14 @@ class _Architecture:
     config_keys: Hugging Face config key -> GGUF metadata key without the `<arch>.` prefix.
     config_constants: config entries the file does not state (activation, biases, ...).
     global_tensors: GGUF tensor name -> Hugging Face name, outside the layers.
-    layer_tensors: GGUF name inside `blk.{i}.` -> Hugging Face name inside `model.layers.{i}.`,
-      both without the `.weight` / `.bias` suffix, which is kept.
+    layer_tensors: GGUF name inside `blk.{i}.` -> Hugging Face name inside
+      `{layer_prefix}.{i}.`, both without the `.weight` / `.bias` suffix, which is kept.
     transforms: GGUF name inside `blk.{i}.` (with suffix), or a global tensor's full name ->
       function(array, config) run after dequantizing (e.g. undoing llama.cpp's Q/K row order).
     ignored_tensors: GGUF tensors that carry nothing beyond the config (`rope_freqs.weight`).
     finish_config: function(config, metadata, arch) that fills the config entries the file
       does not state but implies (run last; optional).
+    layer_prefix: the Hugging Face name of the layer list (`model.layers`, `transformer.h`).
   """
   model_type: str
   hf_class: str
@@ -113,6 +134,17 @@ class _Architecture:
   transforms: Mapping[str, Transform] = dataclasses.field(default_factory=dict)
   ignored_tensors: tuple[str, ...] = ()
   finish_config: Callable[[dict[str, Any], Mapping[str, Any], str], None] | None = None
+  layer_prefix: str = "model.layers"
+
+
+# Decoder keys of the LayerNorm families (GPT-2, BLOOM): config.json-style generic names, which
+# their family readers accept besides their own (n_embd, n_layer, ...).
+_LAYER_NORM_KEYS = {**_DECODER_KEYS, "layer_norm_epsilon": "attention.layer_norm_epsilon"}
+
+
+def _layer_norm_tensors(gguf_base: str, hf_base: str) -> dict[str, str]:
+  """A LayerNorm's weight and bias: GGUF name -> Hugging Face name."""
+  return {f"{gguf_base}.{suffix}": f"{hf_base}.{suffix}" for suffix in ("weight", "bias")}
 
 
 _LLAMA_GLOBAL_TENSORS = {
@@ -210,6 +242,36 @@ _ARCHITECTURES: dict[str, _Architecture] = {
         transforms={**{f"{name}.weight": _minus_one for name in _GEMMA3_LAYER_TENSORS
                        if name.endswith("norm")}, "output_norm.weight": _minus_one},
         finish_config=_finish_gemma3_config),
+    # llama.cpp's GPT2Model converter transposes the Conv1D weights to [out, in].
+    "gpt2": _Architecture(
+        model_type="gpt2", hf_class="GPT2LMHeadModel", config_keys=_LAYER_NORM_KEYS,
+        config_constants={"activation_function": "gelu_new"},
+        global_tensors={"token_embd.weight": "transformer.wte.weight",
+                        "position_embd.weight": "transformer.wpe.weight",
+                        **_layer_norm_tensors("output_norm", "transformer.ln_f"),
+                        "output.weight": "lm_head.weight"},
+        layer_tensors={"attn_norm": "ln_1", "attn_qkv": "attn.c_attn",
+                       "attn_output": "attn.c_proj", "ffn_norm": "ln_2", "ffn_up": "mlp.c_fc",
+                       "ffn_down": "mlp.c_proj"},
+        transforms=dict.fromkeys(("attn_qkv.weight", "attn_output.weight", "ffn_up.weight",
+                                  "ffn_down.weight"), _transpose),
+        layer_prefix="transformer.h"),
+    # llama.cpp's BloomModel converter lays the fused QKV out as [q; k; v] blocks.
+    "bloom": _Architecture(
+        model_type="bloom", hf_class="BloomForCausalLM", config_keys=_LAYER_NORM_KEYS,
+        config_constants={},
+        global_tensors={"token_embd.weight": "transformer.word_embeddings.weight",
+                        **_layer_norm_tensors("token_embd_norm",
+                                              "transformer.word_embeddings_layernorm"),
+                        **_layer_norm_tensors("output_norm", "transformer.ln_f"),
+                        "output.weight": "lm_head.weight"},
+        layer_tensors={"attn_norm": "input_layernorm",
+                       "attn_qkv": "self_attention.query_key_value",
+                       "attn_output": "self_attention.dense",
+                       "ffn_norm": "post_attention_layernorm", "ffn_up": "mlp.dense_h_to_4h",
+                       "ffn_down": "mlp.dense_4h_to_h"},
+        transforms=dict.fromkeys(("attn_qkv.weight", "attn_qkv.bias"), _interleave_qkv_heads),
+        layer_prefix="transformer.h"),
 }
 
 
@@ -469,6 +531,8 @@ def gguf_config(path: PathLike) -> dict[str, Any]:
     raise ValueError(f"{os.fspath(path)}: no token_embd.weight tensor; the file is incomplete.")
   config["vocab_size"] = int(tensors["token_embd.weight"].shape[-1])  # ggml order: [embed, vocab].
   config["tie_word_embeddings"] = "output.weight" not in tensors
+  if "position_embd.weight" in tensors:  # Learned positions: the table's rows.
+    config["max_position_embeddings"] = int(tensors["position_embd.weight"].shape[-1])
   config["rope_scaling"] = _rope_scaling(metadata, arch, path)
   if "rope_freqs.weight" in tensors and config["rope_scaling"] is None:
     rotary_dim = int(metadata.get(f"{arch}.rope.dimension_count") or config["head_dim"])
@@ -517,7 +581,7 @@ def hf_tensor_name(gguf_name: str, family: str, path: PathLike = "<gguf>") -> st
     layer, rest = match.groups()
     base, _, suffix = rest.rpartition(".")
     if base in table.layer_tensors and suffix in ("weight", "bias"):
-      return f"model.layers.{layer}.{table.layer_tensors[base]}.{suffix}"
+      return f"{table.layer_prefix}.{layer}.{table.layer_tensors[base]}.{suffix}"
   raise ValueError(
       f"{os.fspath(path)}: GGUF tensor {gguf_name!r} has no Hugging Face name for architecture "
       f"{table.model_type!r}; known: {sorted(table.global_tensors)} and "

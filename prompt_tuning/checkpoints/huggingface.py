@@ -141,6 +141,7 @@ def params_from_named_tensors(names: Iterable[str], get: Callable[[str], np.ndar
   unused = set(names)
   flat: dict[str, Any] = {}
   embedding_name = None
+  last_read: tuple[str, np.ndarray] | None = None  # The parts of a fused tensor read it once.
   for t in family.tensor_names(config):
     name = next((n for n in (t.hf_name,) + t.aliases if n in names), None)
     if name is None and head_tied and t.hf_name == family.tied_head_name:
@@ -150,14 +151,17 @@ def params_from_named_tensors(names: Iterable[str], get: Callable[[str], np.ndar
           f"checkpoint {source} has no tensor {t.hf_name!r} (expected shape {list(t.hf_shape)}) "
           f"for our '{t.path}'; check that the config (layers, heads, sizes, "
           "tie_word_embeddings) matches the weights.")
-    value = get(name)
+    if last_read is not None and last_read[0] == name:
+      value = last_read[1]
+    else:
+      value = get(name)
+      last_read = (name, value)
     if tuple(value.shape) != t.hf_shape:
       raise ValueError(
           f"checkpoint tensor {name!r} has shape {list(value.shape)}, expected "
           f"{list(t.hf_shape)} for our '{t.path}' {list(t.shape)} (in {source}); check the "
           "config sizes (vocab_size, hidden size, heads, head_dim, intermediate size).")
-    value = value.T if t.transpose else value
-    flat[t.path] = np.ascontiguousarray(value.astype(dtype))
+    flat[t.path] = np.ascontiguousarray(t.from_hf(value).astype(dtype))
     unused.discard(name)
     if t.path.endswith("token_embedder/embedding"):
       embedding_name = name
@@ -219,6 +223,7 @@ def hf_state_dict_from_params(params: Mapping[str, Any],
   """
   flat = tree.flatten_params(params)
   state = {}
+  fused: dict[str, np.ndarray] = {}  # hf_name -> fused tensor as its view, filled part by part.
   for t in families.for_config(config).tensor_names(config):
     if t.path not in flat:
       raise ValueError(f"params have no '{t.path}' (expected shape {list(t.shape)}) for "
@@ -227,7 +232,14 @@ def hf_state_dict_from_params(params: Mapping[str, Any],
     if tuple(value.shape) != t.shape:
       raise ValueError(f"params '{t.path}' has shape {list(value.shape)}, expected "
                        f"{list(t.shape)} by the config.")
-    state[t.hf_name] = np.ascontiguousarray(value.T if t.transpose else value)
+    value = value.T if t.transpose else value
+    if t.fused is None:
+      state[t.hf_name] = np.ascontiguousarray(value)
+      continue
+    if t.hf_name not in fused:
+      fused[t.hf_name] = np.zeros(t.fused.view, value.dtype)
+    t.fused.put(fused[t.hf_name], value)
+    state[t.hf_name] = fused[t.hf_name].reshape(t.fused.hf_shape)
   return state
 
 

@@ -9,7 +9,7 @@
 rebuilt from the vocabulary a `.gguf` file embeds (`tokenizer.ggml.*`):
   - `tokenizer.ggml.model == "gpt2"`: byte-level BPE from the file's tokens and merges, with the
     pre-tokenizer split that `tokenizer.ggml.pre` names (llama.cpp's names: "smollm",
-    "llama-bpe", "qwen2", "gpt-2", ...);
+    "llama-bpe", "qwen2", "gpt-2", "bloom", ...);
   - `tokenizer.ggml.model == "llama"`: SentencePiece BPE, rebuilt as a `tokenizers` BPE whose
     merges are ordered by the pieces' scores, with byte fallback (`<0xNN>`) and `▁` for spaces.
 Tokens the file marks as control are special (matched whole in text, left out of decoded text);
@@ -60,6 +60,9 @@ _QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
 _TEKKEN_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
                  r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
                  r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# BLOOM's: runs of anything but whitespace and (Latin / CJK / Indic / Arabic) punctuation, each
+# with one leading space (llama.cpp's "bloom" regex says the same without the nested class).
+_BLOOM_SPLIT = r" ?[^(\s|[.,!?…。，、।۔،])]+"
 _GPT2_PRE = ("gpt-2", "default", "phi-2", "mpt", "olmo", "jais", "roberta-bpe")
 _DIGITS_THEN_GPT2_PRE = ("smollm", "starcoder", "refact", "codeshell", "exaone", "minerva-7b",
                          "command-r")
@@ -68,6 +71,7 @@ _SPLIT_PRE = {
                     _LLAMA3_SPLIT),
     **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "stablelm2", "megrez"), _QWEN2_SPLIT),
     "tekken": _TEKKEN_SPLIT,
+    "bloom": _BLOOM_SPLIT,
 }
 # Pre-tokenizers whose tokenizer.json BPE looks a whole word up before merging (llama.cpp's
 # `ignore_merges`), and those whose tokenizer prepends BOS by default (llama.cpp's defaults).

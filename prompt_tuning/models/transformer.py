@@ -158,6 +158,16 @@ def _embedding_norm(config: ModelConfig) -> Optional[nn.Module]:
   return _norm(config) if config.embedding_norm else None
 
 
+def _check_position_table(config: ModelConfig, num_positions: int) -> None:
+  """A clear error when positions 0..num_positions-1 overrun the learned position table (a
+  lookup past its end would give NaNs)."""
+  if config.position_embedding == "learned" and num_positions > config.max_position_embeddings:
+    raise ValueError(
+        f"{num_positions} positions (prompt / prefix included) exceed the learned position "
+        f"table of {config.max_position_embeddings} rows (max_position_embeddings); shorten the "
+        "inputs / targets (TASK_FEATURE_LENGTHS), the prompt or the decode length.")
+
+
 def _stack_inputs(stack: nn.Module, embedded_BTD: jax.Array, positions_BT: jax.Array,
                   deterministic: bool) -> jax.Array:
   """Layer-0 inputs of `stack` (an Encoder or Decoder) from its embedded inputs [batch, T, embed]
@@ -311,6 +321,7 @@ class Encoder(nn.Module):
       bias_BNTT = jnp.concatenate(
           [jnp.broadcast_to(prefix_bias_BNTP, bias_BNTT.shape[:3] + prefix_bias_BNTP.shape[3:]),
            bias_BNTT], axis=-1)
+    _check_position_table(self.config, length)
     x_BTD = _stack_inputs(self, embedded_BTD, positions_BT, deterministic)
     for index, layer in enumerate(self.layers):
       if layer_inputs_fn is not None:
@@ -512,6 +523,8 @@ class Decoder(nn.Module):
     if cross_mask_B1ST is not None:
       cross_bias = _prepend_columns(mask_to_bias(cross_mask_B1ST, dtype),
                                     _prefix_length(cross_prefixes))
+    _check_position_table(self.config, length + (
+        _prefix_length(self_prefixes) if self.prefix_position_bias == "shifted" else 0))
     y_BSD = _stack_inputs(self, embedded_BSD, positions_BS, deterministic)
     for index, layer in enumerate(self.layers):
       if layer_inputs_fn is not None:
@@ -586,6 +599,8 @@ class Decoder(nn.Module):
     if cache.cross_kv is not None:
       cross_bias = _prepend_columns(mask_to_bias(cache.encoder_valid_BT[:, None, None, :], dtype),
                                     _prefix_length(cache.cross_prefix))
+    _check_position_table(self.config, max_length + (
+        _prefix_length(cache.self_prefix) if self.prefix_position_bias == "shifted" else 0))
     y_BQD = _stack_inputs(self, embedded_BQD, positions_BQ, True)
     new_self = []
     for index_layer, layer in enumerate(self.layers):
