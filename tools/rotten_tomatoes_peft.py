@@ -44,14 +44,15 @@ def read_split(path: pathlib.Path) -> list[tuple[str, int]]:
           (row.rsplit("\t", 1) for row in rows)]
 
 
-def peft_config(method: str, tokenizer) -> peft.PeftConfig:
+def peft_config(method: str, tokenizer, gguf: pathlib.Path) -> peft.PeftConfig:
   common = dict(task_type=peft.TaskType.CAUSAL_LM, num_virtual_tokens=PROMPT_LENGTH)
   if method == "prompt_tuning":
     words = ("negative positive " * PROMPT_LENGTH).strip()
     text = tokenizer.decode(tokenizer(words)["input_ids"][:PROMPT_LENGTH])
     return peft.PromptTuningConfig(prompt_tuning_init=peft.PromptTuningInit.TEXT,
                                    prompt_tuning_init_text=text,
-                                   tokenizer_name_or_path=None, **common)
+                                   tokenizer_name_or_path=str(gguf.parent),
+                                   tokenizer_kwargs={"gguf_file": gguf.name}, **common)
   if method == "p_tuning":
     return peft.PromptEncoderConfig(encoder_hidden_size=128, **common)
   return peft.PrefixTuningConfig(**common)
@@ -130,7 +131,7 @@ def main() -> None:
   batcher = Batcher(tokenizer)
   results = {}
   for method in args.methods:
-    model = peft.get_peft_model(copy.deepcopy(base), peft_config(method, tokenizer))
+    model = peft.get_peft_model(copy.deepcopy(base), peft_config(method, tokenizer, gguf))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-2 if method == "prefix_tuning" else 3e-2)
     generator = torch.Generator().manual_seed(0)
