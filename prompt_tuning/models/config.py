@@ -27,6 +27,28 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 # "full" only its input (the whole layer is recomputed).
 REMAT_POLICIES = ("none", "minimal", "full")
 POSITION_EMBEDDINGS = ("relative", "rope")
+# Where each block's layer norms sit: "pre" normalizes a sublayer's input (T5, Llama, mBART;
+# the stacks end with a final norm); "post" normalizes after each residual sum (BART, the
+# original Transformer; no final norm).
+NORM_POSITIONS = ("pre", "post")
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationDefaults:
+  """Decoding settings a checkpoint ships (Hugging Face generation_config.json / config.json),
+  used by `LoadedModel.generate` and evaluation where the caller sets none.
+
+  num_beams: beams for method "beam" (None: the caller's default).
+  length_penalty / early_stopping: Hugging Face's beam scoring and stopping
+    (`inference.decoding.beam_search`); None: T5X's brevity penalty and exact bound.
+  no_repeat_ngram_size / min_new_tokens: `inference.constraints.Constraints` (0: off).
+  """
+
+  num_beams: Optional[int] = None
+  length_penalty: Optional[float] = None
+  early_stopping: Any = None
+  no_repeat_ngram_size: int = 0
+  min_new_tokens: int = 0
 # Rotary scaling schemes understood by `models.rope` (Hugging Face's `rope_type` names).
 ROPE_TYPES = ("default", "linear", "llama3")
 
@@ -56,6 +78,14 @@ class ModelConfig:
     bos_token_id / eos_token_ids / pad_token_id: the checkpoint's special tokens (eos may be
       several ids; generation stops at any of them).
     max_position_embeddings: the context length the checkpoint was trained for (informational).
+    norm_position: "pre" or "post" (see NORM_POSITIONS); the parameter names stay the same
+      (a post-norm block's `pre_attention_layer_norm` normalizes after the attention residual).
+    final_logits_bias: the output projection adds a frozen per-token bias
+      `decoder/final_logits_bias` [vocab] (BART's buffer).
+    decoder_start_token_id: the token an encoder-decoder's decoder starts from (T5: 0, BART: 2).
+    forced_bos_token_id / forced_eos_token_id: generation forces this first / last token
+      (BART); None: none.
+    generation_defaults: the checkpoint's decoding settings (`GenerationDefaults`).
   """
 
   vocab_size: int = 32128
@@ -93,6 +123,12 @@ class ModelConfig:
   eos_token_ids: tuple[int, ...] = (1,)
   pad_token_id: Optional[int] = 0
   max_position_embeddings: Optional[int] = None
+  norm_position: str = "pre"
+  final_logits_bias: bool = False
+  decoder_start_token_id: int = 0
+  forced_bos_token_id: Optional[int] = None
+  forced_eos_token_id: Optional[int] = None
+  generation_defaults: GenerationDefaults = GenerationDefaults()
 
   def __post_init__(self):
     if self.dtype not in _DTYPES:
@@ -108,6 +144,9 @@ class ModelConfig:
     if self.position_embedding not in POSITION_EMBEDDINGS:
       raise ValueError(f"ModelConfig.position_embedding={self.position_embedding!r}; use one of "
                        f"{POSITION_EMBEDDINGS}.")
+    if self.norm_position not in NORM_POSITIONS:
+      raise ValueError(f"ModelConfig.norm_position={self.norm_position!r}; use one of "
+                       f"{NORM_POSITIONS}.")
     kv_heads = self.kv_heads
     if kv_heads < 1 or self.num_heads % kv_heads:
       raise ValueError(f"ModelConfig: num_heads={self.num_heads} must be a multiple of "
