@@ -131,3 +131,25 @@ def test_other_errors(tmp_path):
     file_tasks.register_file_task("test_file_x", train_path=path,
                                   input_template="{0}")
   assert file_tasks.template_columns("a {x} b {y.z} {x}") == ["x", "y"]
+
+
+@pytest.mark.parametrize("suffix,compress", [
+    (".gz", __import__("gzip").compress), (".bz2", __import__("bz2").compress),
+    (".xz", __import__("lzma").compress)])
+def test_compressed_files_read_like_plain_ones(tmp_path, t5_vocab_path, suffix, compress):
+  v = vocab.t5_vocabulary(t5_vocab_path)
+  path = tmp_path / f"train.jsonl{suffix}"
+  path.write_bytes(compress('{"text": "fine", "label": "positive"}\n'
+                            '{"text": "b\\u00e4d", "label": 0}\n'.encode()))
+  task = file_tasks.register_file_task("test_file_compressed", train_path=str(path),
+                                       input_template="{text}", label_names=LABELS,
+                                       vocabulary=v)
+  assert [(o["inputs_pretokenized"], o["label"]) for o in _examples(task, "train")] == [
+      (b"fine", 1), ("bäd".encode(), 0)]
+
+
+def test_a_damaged_compressed_file_is_named(tmp_path):
+  path = _write(tmp_path, "train.tsv.gz", "text\tlabel\nnot gzip\tpositive\n")
+  with pytest.raises(file_tasks.FileTaskError, match="cannot decompress the .gz file"):
+    file_tasks.register_file_task("test_file_bad_gz", train_path=path, label_names=LABELS,
+                                  vocabulary=vocab.sentencepiece_vocabulary("unused.model"))

@@ -2,13 +2,13 @@
 PEFT (PyTorch) instead of this library: the PEFT column of the README's table.
 
   python tools/rotten_tomatoes_peft.py [--methods prompt_tuning p_tuning prefix_tuning]
-      [--steps 300] [--batch 16] [--output /tmp/rotten_tomatoes_peft]
+      [--steps 120] [--batch 16] [--output /tmp/rotten_tomatoes_peft]
 
 Same model (SmolLM2-135M-Instruct's Q4_1 GGUF, dequantized to float32 by transformers' own GGUF
 loader), same data and split (`prompt_tuning.data.rotten_tomatoes`), same text format
 ("Review: <text> Sentiment:" followed by " negative" / " positive" and EOS, inputs cut to 64
 tokens), same prompt length (20), batch size, step budget, evaluation schedule (rank
-classification on the first 300 validation examples every 100 steps, the best kept) and test
+classification on the first 200 validation examples every 40 steps, the best kept) and test
 evaluation (rank classification of the two labels on the whole test split). The optimizer is
 what PEFT's own examples use: AdamW, lr 3e-2 (prompt / P-tuning) and 1e-2 (prefix tuning).
 Prompt tuning starts from PEFT's TEXT init with the label words ("negative positive") repeated
@@ -108,10 +108,10 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--methods", nargs="+",
                       default=["prompt_tuning", "p_tuning", "prefix_tuning"])
-  parser.add_argument("--steps", type=int, default=300)
+  parser.add_argument("--steps", type=int, default=120)
   parser.add_argument("--batch", type=int, default=16)
-  parser.add_argument("--eval_period", type=int, default=100)
-  parser.add_argument("--validation_examples", type=int, default=300)
+  parser.add_argument("--eval_period", type=int, default=40)
+  parser.add_argument("--validation_examples", type=int, default=200)
   parser.add_argument("--test_examples", type=int, default=None)
   parser.add_argument("--threads", type=int, default=os.cpu_count())
   parser.add_argument("--output", default="/tmp/rotten_tomatoes_peft")

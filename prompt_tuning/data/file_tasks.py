@@ -18,8 +18,11 @@ naming the file, line and column.
 
 from __future__ import annotations
 
+import bz2
 import csv
 import dataclasses
+import gzip
+import lzma
 import functools
 import io
 import json
@@ -42,6 +45,9 @@ from prompt_tuning.data import vocab as vocab_lib
 FORMATS = ("tsv", "csv", "jsonl")
 _EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl",
                ".json": "jsonl"}
+# Compressed files are read whole; the extension before the compression suffix names the format.
+_DECOMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    ".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}
 _FLOAT_METRICS = ("pearson", "spearman")
 RANK_CLASSIFICATION_SUFFIX = "_rank_classification"
 
@@ -72,12 +78,16 @@ def infer_format(path: str, file_format: str | None = None) -> str:
                           f"unknown file_format {file_format!r}; use one of "
                           f"{FORMATS}")
     return file_format
-  extension = os.path.splitext(str(path))[1].lower()
+  stem, extension = os.path.splitext(str(path))
+  if extension.lower() in _DECOMPRESSORS:
+    extension = os.path.splitext(stem)[1]
+  extension = extension.lower()
   if extension not in _EXTENSIONS:
     raise FileTaskError(
         path, None, None,
         f"cannot infer the format from the extension {extension!r}; name the "
-        f"file .tsv, .csv or .jsonl or pass file_format (one of {FORMATS})")
+        f"file .tsv, .csv or .jsonl (optionally .gz / .bz2 / .xz) or pass file_format (one of "
+        f"{FORMATS})")
   return _EXTENSIONS[extension]
 
 
@@ -153,6 +163,7 @@ def read_rows(path: str, file_format: str | None = None
     raise FileTaskError(path, None, None, "no such file")
   with tf.io.gfile.GFile(path, "rb") as f:
     raw = f.read()
+  raw = _decompressed(path, raw)
   try:
     text = raw.decode("utf-8")
   except UnicodeDecodeError as e:
@@ -170,6 +181,19 @@ def read_rows(path: str, file_format: str | None = None
   if not rows:
     raise FileTaskError(path, None, None, "the file has no examples")
   return rows
+
+
+def _decompressed(path: str, raw: bytes) -> bytes:
+  """`raw` decompressed when `path` ends in .gz / .bz2 / .xz."""
+  suffix = os.path.splitext(path)[1].lower()
+  if suffix not in _DECOMPRESSORS:
+    return raw
+  try:
+    return _DECOMPRESSORS[suffix](raw)
+  except (OSError, EOFError, lzma.LZMAError) as e:
+    raise FileTaskError(path, None, None,
+                        f"cannot decompress the {suffix} file ({e}): it is damaged or not "
+                        f"{suffix}-compressed; compress it again or rename it") from e
 
 
 def _label_id(path: str, line: int, column: str, value: Any,

@@ -1,7 +1,7 @@
 """SmolLM2-135M-Instruct prompt-tuned on Rotten Tomatoes, measured: zero-shot vs three methods.
 
   python -m prompt_tuning.examples.rotten_tomatoes [--methods prompt_tuning p_tuning prefix_tuning]
-      [--steps 300] [--batch 16] [--output /tmp/rotten_tomatoes] [--dry_run]
+      [--steps 120] [--batch 16] [--output /tmp/rotten_tomatoes] [--dry_run]
 
 Everything runs through the library's own commands (printed before they run, so each row of
 the table can be reproduced by hand): assets are fetched from PyPI wheels and split
@@ -48,10 +48,12 @@ class Method:
 
 
 METHODS = {
-    # The paper's recipe: class-label init from the model's own embeddings, Adafactor lr 0.3.
+    # The paper's recipe (class-label init from the model's own embeddings, Adafactor) at lr 0.03:
+    # the paper's 0.3 diverges on this model (the prompt's RMS grows far past the embeddings'
+    # ~0.13 and validation accuracy swings), 0.01 learns too slowly for the budget.
     "prompt_tuning": Method("prompt_tuning", ("architectures/prompt_tuning.gin",
                                               "prompts/from_class_labels.gin"),
-                            ("PROMPT_LENGTH=20",), 0.3),
+                            ("PROMPT_LENGTH=20",), 0.03),
     "p_tuning": Method("p_tuning", ("architectures/p_tuning.gin",),
                        ("PROMPT_LENGTH=20", "P_TUNING_HIDDEN_DIM=128"), 0.03),
     "prefix_tuning": Method("prefix_tuning", ("architectures/prefix_tuning.gin",),
@@ -101,10 +103,10 @@ def _test_eval(gin_files: Sequence[str], bindings: Sequence[str], output: pathli
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=sorted(METHODS))
-  parser.add_argument("--steps", type=int, default=300, help="training steps per method")
+  parser.add_argument("--steps", type=int, default=120, help="training steps per method")
   parser.add_argument("--batch", type=int, default=16)
-  parser.add_argument("--eval_period", type=int, default=100)
-  parser.add_argument("--validation_examples", type=int, default=300)
+  parser.add_argument("--eval_period", type=int, default=40)
+  parser.add_argument("--validation_examples", type=int, default=200)
   parser.add_argument("--test_examples", type=int, default=None,
                       help="evaluate on the first N test examples only (default: all)")
   parser.add_argument("--output", default=os.path.join(os.getcwd(), "rotten_tomatoes_runs"))

@@ -14,10 +14,12 @@ None (the default) picks the model family's natural choice:
     0..P-1 and the tokens after it, which is what Hugging Face T5 computes for
     `past_key_values` (hence PEFT's prefix tuning of T5's decoder); it depends on left padding
     and is meant for parity checks.
-  - RoPE families (Llama, Mistral, Qwen2): "shifted" by default, PEFT's semantics: prefix keys
-    are used as stored (never rotated) and the tokens' positions start at P, as Hugging Face
-    computes after a P-long `past_key_values`. "zero" keeps the tokens at positions 0.. (the
-    prefix keys still unrotated).
+  - Every other family (RoPE: Llama, Mistral, Qwen2; learned positions: GPT-2; ALiBi: BLOOM):
+    "shifted" by default, PEFT's semantics: the tokens' positions start at P, as Hugging Face
+    computes after a P-long `past_key_values`. Prefix keys are used as stored (never rotated
+    with RoPE, no position embedding added with learned positions); with ALiBi they are biased
+    as keys at positions 0..P-1 (Hugging Face builds BLOOM's ALiBi from the attention mask
+    [1] * P + mask). "zero" keeps the tokens at positions 0.. (prefix keys unrotated / unbiased).
 Encoder and cross-attention prefixes never get a position bias (T5 cross-attention has none).
 With grouped-query attention the prefixes are per key/value head (PEFT's layout).
 
@@ -94,7 +96,7 @@ class PrefixConfig:
     """The prefix position semantics used with `config` (None -> the family's default)."""
     if self.position_bias is not None:
       return self.position_bias
-    return "shifted" if config.position_embedding == "rope" else "zero"
+    return "zero" if config.position_embedding == "relative" else "shifted"
 
   def replace(self, **changes) -> "PrefixConfig":
     return dataclasses.replace(self, **changes)

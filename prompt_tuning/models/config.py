@@ -1,9 +1,10 @@
 """Model hyper-parameters: one frozen dataclass shared by every family and architecture.
 
 `ModelConfig` describes T5 (1.0, 1.1, mT5, the T5X decoder-only LM) and the decoder-only LLM
-families (Llama, Mistral, Qwen2, ...) alike: what differs between families is data here (position
-scheme, grouped key/value heads, attention biases and scaling, sliding window, MLP activations,
-tied head, padding convention), never a copy of the transformer. Field names of the T5 part
+families (Llama, Mistral, Qwen2, GPT-2, BLOOM, ...) alike: what differs between families is data
+here (norm kind, position scheme, embedding norm, grouped key/value heads, attention biases and
+scaling, sliding window, MLP activations and biases, tied head, padding convention), never a copy
+of the transformer. Field names of the T5 part
 follow T5X's `network.T5Config`, which gin binds from the size macros (EMBED_DIM, NUM_HEADS, ...)
 of `configs/architectures/*.gin`; LLM configs come from a checkpoint's config.json or GGUF
 metadata (`prompt_tuning.models.families`).
@@ -18,15 +19,21 @@ import jax.numpy as jnp
 
 Architecture = Literal["encoder_decoder", "decoder_only"]
 # "relative": T5's bucketed relative position bias (`relpos_bias/rel_embedding`);
-# "rope": rotary position embeddings applied to queries and keys (no parameters).
-PositionEmbedding = Literal["relative", "rope"]
+# "rope": rotary position embeddings applied to queries and keys (no parameters);
+# "learned": a table of absolute position embeddings added to the inputs of each stack
+#   (`position_embedder/embedding` [max_position_embeddings + position_offset, embed]; GPT-2, BART);
+# "alibi": BLOOM's linear key-position biases in decoder self-attention (no parameters).
+PositionEmbedding = Literal["relative", "rope", "learned", "alibi"]
+# "rms": RMS norm, scale only (T5, Llama); "layer": LayerNorm with scale and bias (GPT-2, BLOOM).
+NormKind = Literal["rms", "layer"]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 # What each transformer layer keeps for the backward pass (T5X's `remat_policy` names):
 # "none" everything; "minimal" only its weight matmuls' outputs (the rest is recomputed);
 # "full" only its input (the whole layer is recomputed).
 REMAT_POLICIES = ("none", "minimal", "full")
-POSITION_EMBEDDINGS = ("relative", "rope")
+POSITION_EMBEDDINGS = ("relative", "rope", "learned", "alibi")
+NORM_KINDS = ("rms", "layer")
 # Where each block's layer norms sit: "pre" normalizes a sublayer's input (T5, Llama, mBART;
 # the stacks end with a final norm); "post" normalizes after each residual sum (BART, the
 # original Transformer; no final norm).
@@ -64,7 +71,17 @@ class ModelConfig:
   Family fields:
     family: "t5", "llama", "mistral", "qwen2", ... (selects the checkpoint name mapping).
     num_kv_heads: key/value heads (grouped-query attention); None = num_heads.
-    position_embedding: "relative" (T5) or "rope".
+    position_embedding: "relative" (T5), "rope", "learned" or "alibi" (see PositionEmbedding).
+      Decoder-only token positions are ranks among a row's valid positions (prompts included),
+      so left padding changes nothing; "learned" looks row position + position_offset up in the table
+      (BART's offset is 2), "alibi" biases each key by -slope * (its position) per head.
+    position_offset: added to positions before the learned-position lookup.
+    norm_kind: "rms" (RMS norm, `scale`) or "layer" (LayerNorm, `scale` and `bias`), for every
+      norm of the model (pre-attention, pre-MLP, final, embedding).
+    embedding_norm: a norm (`embedding_norm`) on each stack's inputs, after the learned
+      positions are added (BLOOM's word_embeddings_layernorm, BART's layernorm_embedding); it
+      also normalizes prompt rows spliced in at the embedding seam, as Hugging Face does with
+      `inputs_embeds`.
     rope_theta / rope_scaling: rotary base and Hugging Face-style scaling, as sorted
       (key, value) pairs, e.g. (("factor", 8.0), ..., ("rope_type", "llama3")); () = none.
     attention_bias: query/key/value projections have biases (Qwen2).
@@ -77,7 +94,8 @@ class ModelConfig:
       whose id 0 is a real token: padding comes from an attention mask there.
     bos_token_id / eos_token_ids / pad_token_id: the checkpoint's special tokens (eos may be
       several ids; generation stops at any of them).
-    max_position_embeddings: the context length the checkpoint was trained for (informational).
+    max_position_embeddings: the context length the checkpoint was trained for (the learned
+      position table's rows without position_offset; informational otherwise).
     norm_position: "pre" or "post" (see NORM_POSITIONS); the parameter names stay the same
       (a post-norm block's `pre_attention_layer_norm` normalizes after the attention residual).
     final_logits_bias: the output projection adds a frozen per-token bias
@@ -123,6 +141,9 @@ class ModelConfig:
   eos_token_ids: tuple[int, ...] = (1,)
   pad_token_id: Optional[int] = 0
   max_position_embeddings: Optional[int] = None
+  position_offset: int = 0
+  norm_kind: NormKind = "rms"
+  embedding_norm: bool = False
   norm_position: str = "pre"
   final_logits_bias: bool = False
   decoder_start_token_id: int = 0
@@ -144,6 +165,13 @@ class ModelConfig:
     if self.position_embedding not in POSITION_EMBEDDINGS:
       raise ValueError(f"ModelConfig.position_embedding={self.position_embedding!r}; use one of "
                        f"{POSITION_EMBEDDINGS}.")
+    if self.norm_kind not in NORM_KINDS:
+      raise ValueError(f"ModelConfig.norm_kind={self.norm_kind!r}; use one of {NORM_KINDS}.")
+    if self.position_embedding == "learned" and not self.max_position_embeddings:
+      raise ValueError("ModelConfig.position_embedding='learned' needs max_position_embeddings "
+                       "(the rows of the position table, without position_offset).")
+    if self.position_offset < 0:
+      raise ValueError(f"ModelConfig.position_offset={self.position_offset}; use an offset >= 0.")
     if self.norm_position not in NORM_POSITIONS:
       raise ValueError(f"ModelConfig.norm_position={self.norm_position!r}; use one of "
                        f"{NORM_POSITIONS}.")
@@ -179,6 +207,11 @@ class ModelConfig:
   @property
   def joined_kv(self) -> int:
     return self.num_heads * self.head_dim
+
+  @property
+  def position_table_size(self) -> int:
+    """Rows of the learned position table: max_position_embeddings + position_offset."""
+    return int(self.max_position_embeddings or 0) + self.position_offset
 
   @property
   def rope_scaling_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Building blocks shared by every model family: embedding, RMS norm, dense kernels, gated MLP.
+"""Building blocks shared by every model family: embeddings, norms, dense kernels, (gated) MLP.
 
 Every parameter carries T5X logical axis names through `nn.with_logical_partitioning`, so
 `nn.get_partition_spec` / `flax.linen.logical_to_mesh_sharding` can shard it with one rules table.
@@ -30,16 +30,21 @@ def param_with_axes(module: nn.Module, name: str, init: Initializer, shape: Sequ
 
 
 class Embed(nn.Module):
-  """Token embedding table `embedding` [vocab, embed], also usable as a tied output head."""
+  """Embedding table `embedding` [vocab, embed], also usable as a tied output head.
+
+  `axes` name its two axes: ("vocab", "embed") for tokens, ("abspos_buckets", "embed") for a
+  learned position table.
+  """
 
   num_embeddings: int
   features: int
   dtype: jnp.dtype = jnp.float32
   embedding_init: Initializer = default_embed_init
+  axes: tuple[str, str] = ("vocab", "embed")
 
   def setup(self):
     self.embedding = param_with_axes(self, "embedding", self.embedding_init,
-                                     (self.num_embeddings, self.features), ("vocab", "embed"))
+                                     (self.num_embeddings, self.features), self.axes)
 
   def __call__(self, tokens_BT: jax.Array) -> jax.Array:
     """Looks up token ids [batch, length] -> [batch, length, embed]."""
@@ -68,6 +73,31 @@ class RMSNorm(nn.Module):
     x32 = x.astype(jnp.float32)
     variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
     return (x32 * jax.lax.rsqrt(variance + self.epsilon) * scale).astype(self.dtype)
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm with a learned `scale` and `bias` (GPT-2, BLOOM, BART).
+
+  Mean and (biased) variance over the last axis in float32, then scale and bias; the result is
+  cast to `dtype`.
+  """
+
+  epsilon: float = 1e-5
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = (x.shape[-1],)
+    scale = param_with_axes(self, "scale", nn.initializers.ones, features, ("embed",))
+    bias = param_with_axes(self, "bias", nn.initializers.zeros, features, ("embed",))
+    x32 = x.astype(jnp.float32)
+    centered = x32 - jnp.mean(x32, axis=-1, keepdims=True)
+    variance = jnp.mean(jnp.square(centered), axis=-1, keepdims=True)
+    return (centered * jax.lax.rsqrt(variance + self.epsilon) * scale + bias).astype(self.dtype)
+
+
+# `ModelConfig.norm_kind` -> the norm module (constructed with `epsilon` and `dtype`).
+NORMS: dict[str, type[nn.Module]] = {"rms": RMSNorm, "layer": LayerNorm}
 
 
 def _cast_dot(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype) -> jax.Array:

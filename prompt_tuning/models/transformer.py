@@ -1,15 +1,22 @@
-"""Encoder and decoder stacks: pre-norm residual blocks (RMS norm), configured per family.
+"""Encoder and decoder stacks: pre-norm residual blocks, configured per family.
 
-One stack serves T5 and the Llama-family LLMs; `ModelConfig` says what differs (relative
-position bias or RoPE, grouped key/value heads, biases, logit scaling, sliding window, MLP
-activations, tied head). Parameter names match T5X/Flaxformer for every family: `layers_{i}`,
-`attention` / `self_attention` / `encoder_decoder_attention`, `pre_*_layer_norm`, `mlp`,
-`relpos_bias` (T5 only), `encoder_norm`, `decoder_norm`, `logits_dense`; checkpoint readers map
-each family's own names onto them (`prompt_tuning.models.families`).
+One stack serves T5 and the decoder-only LLMs; `ModelConfig` says what differs (RMS norm or
+LayerNorm, relative position bias / RoPE / learned positions / ALiBi, an embedding norm, grouped
+key/value heads, biases, logit scaling, sliding window, MLP activations, tied head). Parameter
+names match T5X/Flaxformer for every family: `layers_{i}`, `attention` / `self_attention` /
+`encoder_decoder_attention`, `pre_*_layer_norm`, `mlp`, `relpos_bias` (T5 only), `encoder_norm`,
+`decoder_norm`, `logits_dense`, plus `position_embedder` (learned positions) and
+`embedding_norm`; checkpoint readers map each family's own names onto them
+(`prompt_tuning.models.families`).
 
 Positions: T5 scores cache / sequence indices with its relative bias; RoPE models rotate
-queries and keys by each token's position, its rank among its row's valid positions (so left
-padding and a prompt placed after it change nothing).
+queries and keys by each token's position, ALiBi models bias each key by its position, and
+learned positions are added to each stack's inputs; a decoder-only token's position is its rank
+among its row's valid positions (so left padding and a prompt placed after it change nothing).
+
+Inputs of a stack: embedded tokens (with any prompt spliced in at the embedding seam) + learned
+positions, then the embedding norm, then dropout (`_stack_inputs`). Prompt rows get positions and
+the norm like tokens, as Hugging Face applies both to `inputs_embeds`.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from prompt_tuning.models import alibi
 from prompt_tuning.models.attention import (KVCache, KVPrefix, MultiHeadAttention, causal_mask,
                                             heads_major, mask_to_bias)
 from prompt_tuning.models.config import ModelConfig
-from prompt_tuning.models.layers import Dense, Embed, MlpBlock, RMSNorm, param_with_axes
+from prompt_tuning.models.layers import NORMS, Dense, Embed, MlpBlock, param_with_axes
 from prompt_tuning.models.relpos import RelativePositionBias
 
 T5Config = ModelConfig  # Older name, kept for code written against it.
@@ -56,8 +65,10 @@ def _window_mask(query_index_T: jax.Array, key_index_S: jax.Array,
   return ((query_index_T[:, None] - key_index_S[None, :]) < window)[None, None]
 
 
-def _norm(config: ModelConfig) -> RMSNorm:
-  return RMSNorm(epsilon=config.layer_norm_epsilon, dtype=config.activation_dtype)
+def _norm(config: ModelConfig) -> nn.Module:
+  """A norm of `config`'s kind (`norm_kind`): RMS norm or LayerNorm."""
+  return NORMS[config.norm_kind](epsilon=config.layer_norm_epsilon,
+                                 dtype=config.activation_dtype)
 
 
 def real_tokens(config: ModelConfig, tokens_BT: jax.Array) -> jax.Array:
@@ -81,7 +92,7 @@ def _residual(config: ModelConfig, norm: nn.Module, x_BTD: jax.Array,
   return x_BTD + sublayer(norm(x_BTD))
 
 
-def _final_norm(config: ModelConfig) -> Optional[RMSNorm]:
+def _final_norm(config: ModelConfig) -> Optional[nn.Module]:
   """A stack's final norm; post-norm stacks have none (their last layer ends normalized)."""
   return _norm(config) if config.norm_position == "pre" else None
 
@@ -146,6 +157,37 @@ def _relpos(config: ModelConfig, bidirectional: bool) -> Optional[RelativePositi
                               max_distance=config.relpos_max_distance,
                               num_heads=config.num_heads, bidirectional=bidirectional,
                               dtype=config.activation_dtype)
+
+
+def _position_embedder(config: ModelConfig) -> Optional[Embed]:
+  """The learned position table of a stack (`position_embedder/embedding`), or None."""
+  if config.position_embedding != "learned":
+    return None
+  return Embed(config.position_table_size, config.emb_dim, config.activation_dtype,
+               axes=("abspos_buckets", "embed"))
+
+
+def _embedding_norm(config: ModelConfig) -> Optional[nn.Module]:
+  """The norm on a stack's inputs (`embedding_norm`), or None."""
+  return _norm(config) if config.embedding_norm else None
+
+
+def _stack_inputs(stack: nn.Module, embedded_BTD: jax.Array, positions_BT: jax.Array,
+                  deterministic: bool) -> jax.Array:
+  """Layer-0 inputs of `stack` (an Encoder or Decoder) from its embedded inputs [batch, T, embed]
+  at int positions [batch, T]: + learned positions, embedding norm, dropout (each if present)."""
+  x_BTD = embedded_BTD
+  if stack.position_embedder is not None:
+    table_index_BT = positions_BT + stack.config.position_offset
+    x_BTD = x_BTD + stack.position_embedder(table_index_BT).astype(x_BTD.dtype)
+  if stack.embedding_norm is not None:
+    x_BTD = stack.embedding_norm(x_BTD)
+  return stack.dropout(x_BTD, deterministic=deterministic)
+
+
+def _alibi_slopes(config: ModelConfig) -> Optional[np.ndarray]:
+  """float32 [heads] ALiBi slopes of decoder self-attention, or None without ALiBi."""
+  return alibi.slopes(config.num_heads) if config.position_embedding == "alibi" else None
 
 
 class EncoderLayer(nn.Module):
@@ -249,7 +291,12 @@ class Encoder(nn.Module):
   prefix: Optional[nn.Module] = None
 
   def setup(self):
+    if self.config.position_embedding == "alibi":
+      raise ValueError("ALiBi positions are causal (decoder self-attention only); an encoder "
+                       "needs position_embedding 'relative', 'rope' or 'learned'.")
     self.relpos_bias = _relpos(self.config, bidirectional=True)
+    self.position_embedder = _position_embedder(self.config)
+    self.embedding_norm = _embedding_norm(self.config)
     layer_cls = _rematerialized(EncoderLayer, self.config, deterministic_argnum=3)
     self.layers = [layer_cls(self.config) for _ in range(self.config.num_encoder_layers)]
     self.encoder_norm = _final_norm(self.config)
@@ -278,7 +325,7 @@ class Encoder(nn.Module):
       bias_BNTT = jnp.concatenate(
           [jnp.broadcast_to(prefix_bias_BNTP, bias_BNTT.shape[:3] + prefix_bias_BNTP.shape[3:]),
            bias_BNTT], axis=-1)
-    x_BTD = self.dropout(embedded_BTD, deterministic=deterministic)
+    x_BTD = _stack_inputs(self, embedded_BTD, positions_BT, deterministic)
     for index, layer in enumerate(self.layers):
       if layer_inputs_fn is not None:
         x_BTD = layer_inputs_fn(index, x_BTD, 0)
@@ -319,9 +366,11 @@ class Decoder(nn.Module):
   `prefix` (optional; parameters under `decoder/prefix/`) is called as `prefix(batch)` ->
   {"self_attention": per-layer KVPrefix, "encoder_decoder_attention": per-layer KVPrefix or
   absent}. Prefix keys are always visible; `prefix_position_bias` says how self-attention
-  scores them (see PrefixPositionBias); cross-attention has no position bias. RoPE models never
-  rotate prefix keys; with "shifted" their tokens' positions start at P (what Hugging Face
-  computes after a P-long `past_key_values`, hence PEFT's prefix tuning), with "zero" at 0.
+  scores them (see PrefixPositionBias); cross-attention has no position bias. With "shifted" the
+  tokens' positions start at P (what Hugging Face computes after a P-long `past_key_values`,
+  hence PEFT's prefix tuning), with "zero" at 0: RoPE models rotate tokens to those positions
+  and never rotate prefix keys; learned positions look the tokens' positions up; ALiBi biases
+  prefix keys as positions 0..P-1 ("shifted") or not at all ("zero").
   """
 
   config: ModelConfig
@@ -335,6 +384,8 @@ class Decoder(nn.Module):
     if self.shared_embedding is None:
       self.token_embedder = Embed(config.vocab_size, config.emb_dim, config.activation_dtype)
     self.relpos_bias = _relpos(config, bidirectional=False)
+    self.position_embedder = _position_embedder(config)
+    self.embedding_norm = _embedding_norm(config)
     layer_cls = _rematerialized(DecoderLayer, config, deterministic_argnum=5)
     self.layers = [layer_cls(config, cross_attention=self.cross_attention)
                    for _ in range(config.num_decoder_layers)]
@@ -388,18 +439,34 @@ class Decoder(nn.Module):
     return prefixes.get("self_attention"), prefixes.get("encoder_decoder_attention")
 
   def _self_bias(self, num_queries: int, num_keys: int, query_offset: jax.Array | int,
-                 mask_B1TS: jax.Array, prefix_length: int) -> jax.Array:
+                 mask_B1TS: jax.Array, prefix_length: int,
+                 key_positions_BS: Optional[jax.Array] = None) -> jax.Array:
     """Self-attention bias [batch, heads, T, P + S]: position bias + mask, prefix columns first.
 
     A sliding window (config) hides keys `window` or more indices behind the query; prefix keys
-    stay visible.
+    stay visible. ALiBi models bias the keys by their positions `key_positions_BS` [batch, S]
+    (already shifted past a "shifted" prefix, whose keys then sit at 0..P-1; "zero": prefix keys
+    get no bias).
     """
     query_index_T = query_offset + jnp.arange(num_queries)
     mask_B1TS = mask_B1TS & _window_mask(query_index_T, jnp.arange(num_keys),
                                          self.config.sliding_window)
     mask_bias = mask_to_bias(mask_B1TS, self.config.activation_dtype)
     if self.relpos_bias is None:
-      return _prepend_columns(mask_bias, prefix_length) if prefix_length else mask_bias
+      bias = _prepend_columns(mask_bias, prefix_length) if prefix_length else mask_bias
+      slopes_N = _alibi_slopes(self.config)
+      if slopes_N is None:
+        return bias
+      if key_positions_BS is None:
+        raise ValueError("an ALiBi decoder needs the key positions [batch, S].")
+      if prefix_length:
+        prefix_positions_P = jnp.arange(prefix_length, dtype=jnp.int32)
+        if self.prefix_position_bias == "zero":
+          prefix_positions_P = jnp.zeros_like(prefix_positions_P)
+        key_positions_BS = jnp.concatenate(
+            [jnp.broadcast_to(prefix_positions_P, key_positions_BS.shape[:1] + (prefix_length,)),
+             key_positions_BS], axis=-1)
+      return bias + alibi.key_bias(key_positions_BS, slopes_N)  # float32, as positions grow.
     if not prefix_length:
       return self.relpos_bias(num_queries, num_keys, query_offset) + mask_bias
     if self.prefix_position_bias == "shifted":
@@ -436,15 +503,16 @@ class Decoder(nn.Module):
     batch, length = embedded_BSD.shape[:2]
     if self_prefixes is None and cross_prefixes is None:
       self_prefixes, cross_prefixes = self._prefixes(batch)
-    self_bias = self._self_bias(length, length, 0, self_mask_B1SS, _prefix_length(self_prefixes))
     if positions_BS is None:
       positions_BS = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
     positions_BS = self._shift_positions(positions_BS, self_prefixes)
+    self_bias = self._self_bias(length, length, 0, self_mask_B1SS, _prefix_length(self_prefixes),
+                                positions_BS)
     cross_bias = None
     if cross_mask_B1ST is not None:
       cross_bias = _prepend_columns(mask_to_bias(cross_mask_B1ST, dtype),
                                     _prefix_length(cross_prefixes))
-    y_BSD = self.dropout(embedded_BSD, deterministic=deterministic)
+    y_BSD = _stack_inputs(self, embedded_BSD, positions_BS, deterministic)
     for index, layer in enumerate(self.layers):
       if layer_inputs_fn is not None:
         y_BSD = layer_inputs_fn(index, y_BSD, 0)
@@ -457,7 +525,7 @@ class Decoder(nn.Module):
 
   def _shift_positions(self, positions_BS: jax.Array,
                        self_prefixes: Optional[Sequence[Optional[KVPrefix]]]) -> jax.Array:
-    """Token positions after self-attention prefixes: +P when they are "shifted" (RoPE)."""
+    """Token positions after self-attention prefixes: +P when they are "shifted"."""
     if self.prefix_position_bias == "shifted":
       return positions_BS + _prefix_length(self_prefixes)
     return positions_BS
@@ -506,20 +574,19 @@ class Decoder(nn.Module):
       old_valid_BQ = jax.lax.dynamic_slice(cache.key_valid_BS, (0, index), (batch, num_new))
       new_valid_BQ = jnp.where(write_mask_BQ, 1, old_valid_BQ)
     key_valid_BS = jax.lax.dynamic_update_slice(cache.key_valid_BS, new_valid_BQ, (0, index))
-    # Each new token's position: its rank among the row's valid cache entries.
-    positions_BQ = jax.lax.dynamic_slice(token_positions(key_valid_BS), (0, index),
-                                         (batch, num_new))
-    positions_BQ = self._shift_positions(positions_BQ, cache.self_prefix)
+    # Each cached token's position: its rank among the row's valid cache entries.
+    key_positions_BS = self._shift_positions(token_positions(key_valid_BS), cache.self_prefix)
+    positions_BQ = jax.lax.dynamic_slice(key_positions_BS, (0, index), (batch, num_new))
     query_positions_Q = index + jnp.arange(num_new)
     mask_B1QS = causal_mask(query_positions_Q, jnp.arange(max_length)) & (
         key_valid_BS[:, None, None, :] > 0)
     self_bias = self._self_bias(num_new, max_length, index, mask_B1QS,
-                                _prefix_length(cache.self_prefix))
+                                _prefix_length(cache.self_prefix), key_positions_BS)
     cross_bias = None
     if cache.cross_kv is not None:
       cross_bias = _prepend_columns(mask_to_bias(cache.encoder_valid_BT[:, None, None, :], dtype),
                                     _prefix_length(cache.cross_prefix))
-    y_BQD = embedded_BQD
+    y_BQD = _stack_inputs(self, embedded_BQD, positions_BQ, True)
     new_self = []
     for index_layer, layer in enumerate(self.layers):
       if layer_inputs_fn is not None:

@@ -1,7 +1,7 @@
 """SPMD partitioning: a `data` x `model` device mesh and the one table of logical axis rules.
 
 Every parameter carries logical axis names (T5X's: vocab, embed, mlp, heads, kv, joined_kv,
-relpos_buckets; prompt methods: prompt, prompt_embed, ...). `LOGICAL_AXIS_RULES` maps each to a
+relpos_buckets, abspos_buckets; prompt methods: prompt, prompt_embed, ...). `LOGICAL_AXIS_RULES` maps each to a
 mesh axis or None (replicated). Frozen weights are sharded over `model` for model parallelism;
 prompt-method parameters are replicated (a prompt is tiny and saves as one `.npy`). Batches are
 sharded over `data`.
@@ -31,6 +31,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Optional[str]], ...] = (
     ("kv", None),
     ("joined_kv", MODEL_AXIS),
     ("relpos_buckets", None),
+    ("abspos_buckets", None),
     ("length", None),
     ("layers", None),
     # Prompt methods: replicated.
