@@ -25,6 +25,8 @@ class TensorName:
   """One variable: our path and shape, its Hugging Face name, and whether it is transposed.
 
   `aliases` are other names some writers store the same tensor under (tried in order).
+  `hf_dims`: the Hugging Face shape when it differs from ours by a reshape (BART's
+  `final_logits_bias` [1, vocab] is our [vocab]).
   """
 
   path: str
@@ -32,9 +34,12 @@ class TensorName:
   shape: tuple[int, ...]
   transpose: bool = False
   aliases: tuple[str, ...] = ()
+  hf_dims: Optional[tuple[int, ...]] = None
 
   @property
   def hf_shape(self) -> tuple[int, ...]:
+    if self.hf_dims is not None:
+      return self.hf_dims
     return self.shape[::-1] if self.transpose else self.shape
 
 
@@ -101,4 +106,4 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> ModelConfig:
 
 
 # Families, registered on import (explicitly, in one place).
-from prompt_tuning.models.families import t5, llama, mistral, qwen2  # noqa: E402,F401
+from prompt_tuning.models.families import t5, llama, mistral, qwen2, bart  # noqa: E402,F401
