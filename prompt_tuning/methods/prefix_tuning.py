@@ -101,6 +101,15 @@ class PrefixConfig:
   def replace(self, **changes) -> "PrefixConfig":
     return dataclasses.replace(self, **changes)
 
+  @classmethod
+  def peft_seq2seq(cls, length: int, **changes) -> "PrefixConfig":
+    """PEFT 0.21's prefix tuning of an encoder-decoder as it runs with transformers 5: decoder
+    self-attention only (PEFT drops the cross-attention half of its cache, and the encoder gets
+    none), the decoder's tokens placed after the P-long prefix ("shifted"). In gin:
+    PREFIX_ENCODER = False, PREFIX_DECODER_CROSS = False, PREFIX_POSITION_BIAS = 'shifted'."""
+    return cls(length=length, encoder=False, decoder_cross=False, position_bias="shifted",
+               **changes)
+
   def build_model(self, config: ModelConfig) -> nn.Module:
     """The prefix-tuning model of `config.architecture` (what `load_model` builds for it)."""
     return build_prefix_tuning_model(config, self)
