@@ -202,3 +202,35 @@ def test_peft_prefix_tuning_logits_and_loss(projection):
   exported = pt.export_prefixes(params, model.config)["decoder/prefix/self_attention/key_value"]
   np.testing.assert_allclose(exported[:, :, 0].transpose(1, 0, 2, 3),
                              g["received_keys"][:, 0].transpose(0, 2, 1, 3), atol=ATOL)
+
+
+# ----------------------------------------------------------------------------- other methods
+
+METHODS = {
+    "prompt_tuning": ("architectures/prompt_tuning.gin", "PROMPT_LENGTH=3"),
+    "p_tuning": ("architectures/p_tuning.gin", "PROMPT_LENGTH=3", "P_TUNING_HIDDEN_DIM=16"),
+    "deep_prompts": ("architectures/deep_prompts.gin", "PROMPT_LENGTH=3"),
+    "multitask": ("architectures/multitask_prompts.gin", "PROMPT_LENGTH=3", "NUM_TASKS=2",
+                  "MULTITASK_SENTINEL_VOCAB_SIZE=400"),
+    "prefix_projection": ("architectures/prefix_tuning.gin", "PREFIX_LENGTH=3",
+                          "PREFIX_PROJECTION=True", "PREFIX_HIDDEN_DIM=16"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_prompt_method_on_bart(method):
+  """Each method loads on the BART directory, changes its outputs, and decodes cached exactly as
+  it computes uncached (encoder prompts sit before `<s>`, at learned positions 0..P-1)."""
+  golden = _golden("hf_bart_tiny")
+  model = prompt_tuning.load_model([METHODS[method][0]], list(METHODS[method][1:]),
+                                   checkpoint=BART, seed=3)
+  tokens, decoder = golden["input_ids"].copy(), golden["decoder_input_ids"]
+  if method == "multitask":
+    tokens[:, 1] = [399, 398, 399]  # <s>, then the task sentinel (tasks 0, 1, 0)
+  logits = np.asarray(model.logits(tokens, decoder))
+  base = prompt_tuning.load_model(checkpoint=BART)
+  assert np.abs(logits - np.asarray(base.logits(tokens, decoder))).max() > 1e-3
+  np.testing.assert_allclose(_cached_logits(model, tokens, decoder), logits, atol=ATOL)
+  generated = model.generate(tokens, 5)
+  assert generated.shape == (3, 5) and (generated[:, 0] == 0).all()  # forced BOS
