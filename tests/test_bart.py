@@ -61,7 +61,7 @@ def test_logits_equal_transformers(loaded):
   np.testing.assert_allclose(logits, golden["logits"], atol=ATOL, rtol=ATOL, err_msg=name)
 
 
-@pytest.mark.parametrize("method", ["greedy", "beam"])
+@pytest.mark.parametrize("method", ["greedy", pytest.param("beam", marks=pytest.mark.slow)])
 def test_generation_equals_transformers(loaded, method):
   """generate with the checkpoint's settings: forced first / last tokens, no-repeat n-grams,
   minimum length, and (beam) num_beams, length_penalty, early_stopping."""
@@ -139,23 +139,39 @@ def test_zero_length_prefix_reproduces_the_base_model():
   np.testing.assert_allclose(logits, golden["logits"], atol=ATOL, rtol=ATOL)
 
 
-def test_prefixes_everywhere_still_read_the_encoder_input_and_generate():
+def _pitfall_batch() -> tuple[np.ndarray, np.ndarray]:
+  """The golden encoder rows followed by the same rows with two other real tokens."""
+  golden = _golden("hf_bart_tiny")
+  tokens = golden["input_ids"]
+  other = tokens.copy()
+  other[:, 1:3] = 17
+  return np.concatenate([tokens, other]), np.tile(golden["decoder_input_ids"], (2, 1))
+
+
+def test_prefixes_everywhere_still_read_the_encoder_input():
   """The past_key_values pitfall: a cross-attention prefix that *replaced* the encoder's keys
   would make every output the same whatever the input. Ours is prepended."""
-  golden = _golden("hf_bart_tiny")
   model = _prefix_model(pt.PrefixConfig(length=4, init_stddev=0.3), seed=1)
   assert set(tree.flatten_params(model.method_params)) == {
       "encoder/prefix/attention/key_value", "decoder/prefix/self_attention/key_value",
       "decoder/prefix/encoder_decoder_attention/key_value"}
-  tokens, decoder = golden["input_ids"], golden["decoder_input_ids"]
-  other = tokens.copy()
-  other[:, 1:3] = np.where(other[:, 1:3] == 1, 1, 17)  # other real tokens, same padding
-  both = np.asarray(model.logits(np.concatenate([tokens, other]), np.tile(decoder, (2, 1))))
-  assert np.abs(both[:3] - both[3:]).max() > 1e-2
-  # Cached decoding with all three prefixes equals the uncached pass, and generation reads the
-  # input too.
-  np.testing.assert_allclose(_cached_logits(model, tokens, decoder), both[:3], atol=ATOL)
-  generated = model.generate(np.concatenate([tokens, other]), 6)
+  tokens, decoder = _pitfall_batch()
+  logits = np.asarray(model.logits(tokens, decoder))
+  assert np.abs(logits[:3] - logits[3:]).max() > 1e-2
+  # Cross-attention prefixes alone still let the decoder read the encoder.
+  cross_only = _prefix_model(pt.PrefixConfig(length=4, encoder=False, decoder_self=False,
+                                             init_stddev=0.3), seed=1)
+  logits = np.asarray(cross_only.logits(tokens, decoder))
+  assert np.abs(logits[:3] - logits[3:]).max() > 1e-2
+
+
+@pytest.mark.slow
+def test_prefixes_everywhere_cached_and_generating():
+  model = _prefix_model(pt.PrefixConfig(length=4, init_stddev=0.3), seed=1)
+  tokens, decoder = _pitfall_batch()
+  np.testing.assert_allclose(_cached_logits(model, tokens, decoder),
+                             np.asarray(model.logits(tokens, decoder)), atol=ATOL)
+  generated = model.generate(tokens, 6)
   assert not np.array_equal(generated[:3], generated[3:])
 
 
@@ -178,7 +194,8 @@ def _peft_prefix(g: dict, projection: bool, config) -> dict:
           "transform_1": {"kernel": last["kernel"][:, columns], "bias": last["bias"][columns]}}
 
 
-@pytest.mark.parametrize("projection", [False, True], ids=["plain", "proj"])
+@pytest.mark.parametrize("projection", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["plain", "proj"])
 def test_peft_prefix_tuning_logits_and_loss(projection):
   """PEFT 0.21's seq2seq prefix tuning (`PrefixConfig.peft_seq2seq`): decoder self-attention
   only, decoder tokens at learned positions P.. (after the P-long cache)."""

@@ -20,7 +20,11 @@ None (the default) picks the model family's natural choice:
     with RoPE, no position embedding added with learned positions); with ALiBi they are biased
     as keys at positions 0..P-1 (Hugging Face builds BLOOM's ALiBi from the attention mask
     [1] * P + mask). "zero" keeps the tokens at positions 0.. (prefix keys unrotated / unbiased).
-Encoder and cross-attention prefixes never get a position bias (T5 cross-attention has none).
+  - Learned positions (GPT-2, BART's decoder): "shifted" looks the tokens up at P.., as Hugging
+    Face does after a P-long cache; `PrefixConfig.peft_seq2seq` is PEFT 0.21's encoder-decoder
+    mode (decoder self-attention only: PEFT drops its cross-attention half).
+Encoder and cross-attention prefixes never get a position bias (T5 cross-attention has none);
+encoder tokens keep their positions.
 With grouped-query attention the prefixes are per key/value head (PEFT's layout).
 
 Parameters live under `encoder/prefix/attention/...` and `decoder/prefix/{self_attention,
