@@ -13,7 +13,9 @@ Layout: numpy's view of a GGUF tensor reverses ggml's dimension order, so a proj
 [out, in] like a torch `Linear` weight and the embedding [vocab, embed]; nothing is transposed.
 llama.cpp's converter reorders the rows of the Q and K projections of Llama-family models (it
 interleaves each head's two rotary halves); `gguf_tensors` undoes that for the architectures whose
-converter does it (`permute_qk` below). Qwen2 files are not reordered.
+converter does it (`permute_qk` below). Qwen2 and Gemma 3 files are not reordered; Gemma 3's
+converter stores every RMS norm weight as w + 1 (the multiplier), which is undone here, so the
+tensors equal Hugging Face's.
 
 Families are rows of `_ARCHITECTURES`: adding one (Gemma 3, GPT-2, BLOOM, ...) means adding its
 metadata keys, its tensor names and any per-tensor transform there.
@@ -96,9 +98,11 @@ class _Architecture:
     global_tensors: GGUF tensor name -> Hugging Face name, outside the layers.
     layer_tensors: GGUF name inside `blk.{i}.` -> Hugging Face name inside `model.layers.{i}.`,
       both without the `.weight` / `.bias` suffix, which is kept.
-    transforms: GGUF name inside `blk.{i}.` (with suffix) -> function(array, config) run after
-      dequantizing (e.g. undoing llama.cpp's Q/K row order).
+    transforms: GGUF name inside `blk.{i}.` (with suffix), or a global tensor's full name ->
+      function(array, config) run after dequantizing (e.g. undoing llama.cpp's Q/K row order).
     ignored_tensors: GGUF tensors that carry nothing beyond the config (`rope_freqs.weight`).
+    finish_config: function(config, metadata, arch) that fills the config entries the file
+      does not state but implies (run last; optional).
   """
   model_type: str
   hf_class: str
@@ -108,6 +112,7 @@ class _Architecture:
   layer_tensors: Mapping[str, str]
   transforms: Mapping[str, Transform] = dataclasses.field(default_factory=dict)
   ignored_tensors: tuple[str, ...] = ()
+  finish_config: Callable[[dict[str, Any], Mapping[str, Any], str], None] | None = None
 
 
 _LLAMA_GLOBAL_TENSORS = {
@@ -132,6 +137,46 @@ _LLAMA_KEYS = {**_DECODER_KEYS, **_RMS_NORM_KEYS, **_ROPE_KEYS,
 _LLAMA_PERMUTE = {"attn_q.weight": _permute_q, "attn_q.bias": _permute_q,
                   "attn_k.weight": _permute_k, "attn_k.bias": _permute_k}
 
+
+
+def _minus_one(weight: np.ndarray, config: Mapping[str, Any]) -> np.ndarray:
+  """Gemma's RMS norm weight w from the multiplier w + 1 llama.cpp's converter stores."""
+  del config
+  return weight - np.float32(1.0)
+
+
+_GEMMA3_LAYER_TENSORS = {
+    **{k: v for k, v in _LLAMA_LAYER_TENSORS.items() if k != "ffn_norm"},
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
+# Gemma 3's sliding-window layer pattern when the file states none (llama.cpp's default).
+_GEMMA3_SLIDING_WINDOW_PATTERN = 6
+
+
+def _finish_gemma3_config(config: dict[str, Any], metadata: Mapping[str, Any], arch: str) -> None:
+  """Gemma 3 entries llama.cpp does not write but assumes (its `llm_load_hparams` rules): the
+  local rotary base (`rope.freq_base_swa`, else 10000), the layer pattern
+  (`attention.sliding_window_pattern`: a period or one bool per layer, True = sliding; else
+  every 6th layer full), and query_pre_attn_scalar (head_dim; the 62-layer 27B model uses
+  hidden_size / heads)."""
+  layers = config["num_hidden_layers"]
+  if config.get("rope_local_base_freq") is None:
+    config["rope_local_base_freq"] = 10000.0
+  pattern = metadata.get(f"{arch}.attention.sliding_window_pattern",
+                         _GEMMA3_SLIDING_WINDOW_PATTERN)
+  if isinstance(pattern, list):
+    config["layer_types"] = ["sliding_attention" if sliding else "full_attention"
+                             for sliding in pattern]
+  else:
+    config["sliding_window_pattern"] = int(pattern)
+  config["query_pre_attn_scalar"] = (config["hidden_size"] // config["num_attention_heads"]
+                                     if layers == 62 else config["head_dim"])
+
+
 _ARCHITECTURES: dict[str, _Architecture] = {
     "llama": _Architecture(
         model_type="llama", hf_class="LlamaForCausalLM", config_keys=_LLAMA_KEYS,
@@ -151,6 +196,20 @@ _ARCHITECTURES: dict[str, _Architecture] = {
                      "sliding_window": "attention.sliding_window"},
         config_constants={"hidden_act": "silu"},
         global_tensors=_LLAMA_GLOBAL_TENSORS, layer_tensors=_LLAMA_LAYER_TENSORS),
+    # llama.cpp's Gemma 3 converter keeps Hugging Face's Q/K row order and adds 1 to every
+    # RMS norm weight (Gemma multiplies by 1 + w).
+    "gemma3": _Architecture(
+        model_type="gemma3_text", hf_class="Gemma3ForCausalLM",
+        config_keys={**_DECODER_KEYS, **_RMS_NORM_KEYS, **_ROPE_KEYS,
+                     "sliding_window": "attention.sliding_window",
+                     "rope_local_base_freq": "rope.freq_base_swa",
+                     "final_logit_softcapping": "final_logit_softcapping",
+                     "attn_logit_softcapping": "attn_logit_softcapping"},
+        config_constants={"hidden_activation": "gelu_pytorch_tanh", "attention_bias": False},
+        global_tensors=_LLAMA_GLOBAL_TENSORS, layer_tensors=_GEMMA3_LAYER_TENSORS,
+        transforms={**{f"{name}.weight": _minus_one for name in _GEMMA3_LAYER_TENSORS
+                       if name.endswith("norm")}, "output_norm.weight": _minus_one},
+        finish_config=_finish_gemma3_config),
 }
 
 
@@ -421,6 +480,8 @@ def gguf_config(path: PathLike) -> dict[str, Any]:
     config[hf_key] = metadata.get(gguf_key)
   for key, value in table.config_constants.items():
     config.setdefault(key, value)
+  if table.finish_config is not None:
+    table.finish_config(config, metadata, arch)
   return config
 
 
@@ -491,7 +552,7 @@ def gguf_tensors(path: PathLike, restore_dtype: Any = None) -> dict[str, np.ndar
       continue
     array = _dequantized(tensor)
     match = _LAYER.fullmatch(tensor.name)
-    transform = table.transforms.get(match.group(2)) if match else None
+    transform = table.transforms.get(match.group(2) if match else tensor.name)
     if transform is not None:
       array = transform(array, config)
     out[name] = array if array.dtype == dtype else array.astype(dtype)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from prompt_tuning.models import rope
-from prompt_tuning.models.layers import Dense, default_kernel_init
+from prompt_tuning.models.layers import Dense, RMSNorm, default_kernel_init
 
 # Additive bias for masked positions: large but finite, so fully masked rows stay NaN-free.
 NEG_INF = -1e10
@@ -125,8 +125,10 @@ class MultiHeadAttention(nn.Module):
 
   `num_kv_heads` < `num_heads` shares each key/value head among num_heads / num_kv_heads query
   heads; `use_bias` adds query/key/value biases, `out_bias` an output bias; `scale_logits` multiplies the logits by
-  head_dim**-0.5; `rope_theta` (with `rope_scaling` pairs) rotates queries and the new keys to
-  the token positions passed to `__call__`.
+  head_dim**-0.5 (query_pre_attn_scalar**-0.5 when that is given); `rope_theta` (with
+  `rope_scaling` pairs) rotates queries and the new keys to the token positions passed to
+  `__call__`; `qk_norm` RMS-normalizes each query and key head before the rotation (params
+  `query_norm/scale`, `key_norm/scale` [head_dim], multiplier `norm_scale_offset` + scale).
   """
 
   num_heads: int
@@ -140,6 +142,10 @@ class MultiHeadAttention(nn.Module):
   scale_logits: bool = False
   rope_theta: Optional[float] = None
   rope_scaling: tuple = ()
+  query_pre_attn_scalar: Optional[float] = None
+  qk_norm: bool = False
+  norm_epsilon: float = 1e-6
+  norm_scale_offset: float = 0.0
 
   @property
   def kv_heads(self) -> int:
@@ -161,6 +167,21 @@ class MultiHeadAttention(nn.Module):
                      use_bias=self.out_bias)
     # Dropout on attention weights, broadcast over the query axis (T5X).
     self.weights_dropout = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))
+    if self.qk_norm:
+      norm = dict(epsilon=self.norm_epsilon, dtype=self.dtype, scale_offset=self.norm_scale_offset,
+                  axis_name="kv")
+      self.query_norm = RMSNorm(**norm)
+      self.key_norm = RMSNorm(**norm)
+
+  @property
+  def logit_scale(self) -> float:
+    """What `scale_logits` multiplies the logits by."""
+    return (self.query_pre_attn_scalar or self.head_dim) ** -0.5
+
+  def project_query(self, inputs_q_BTD: jax.Array) -> jax.Array:
+    """Queries [batch, T, heads, head_dim] of the given inputs (normalized, not rotated)."""
+    query_BTNH = self._split_heads(self.query(inputs_q_BTD))
+    return self.query_norm(query_BTNH) if self.qk_norm else query_BTNH
 
   def _split_heads(self, x_BTJ: jax.Array) -> jax.Array:
     return x_BTJ.reshape(x_BTJ.shape[:-1] + (-1, self.head_dim))
@@ -200,9 +221,12 @@ class MultiHeadAttention(nn.Module):
     return scale(value_BNSH, keep_BNS1[:, :, num_prefix:]), prefix_value_BPNH
 
   def project_kv(self, inputs_kv_BSD: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Keys and values [batch, S, kv_heads, head_dim] of the given inputs (keys not rotated)."""
-    return (self._split_heads(self.key(inputs_kv_BSD)),
-            self._split_heads(self.value(inputs_kv_BSD)))
+    """Keys and values [batch, S, kv_heads, head_dim] of the given inputs (keys normalized when
+    `qk_norm`, not rotated)."""
+    key_BSKH = self._split_heads(self.key(inputs_kv_BSD))
+    if self.qk_norm:
+      key_BSKH = self.key_norm(key_BSKH)
+    return key_BSKH, self._split_heads(self.value(inputs_kv_BSD))
 
   def _grouped(self, x_BNTX: jax.Array) -> jax.Array:
     """[batch, heads, T, X] -> [batch, kv_heads, heads / kv_heads, T, X] (query groups)."""
@@ -243,8 +267,7 @@ class MultiHeadAttention(nn.Module):
       positions_BT: int [batch, T], RoPE models: the positions of the queries (and of the new
         keys in self-attention).
     """
-    query_BNTH = self._rotate(heads_major(self._split_heads(self.query(inputs_q_BTD))),
-                              positions_BT)
+    query_BNTH = self._rotate(heads_major(self.project_query(inputs_q_BTD)), positions_BT)
     if precomputed_kv is not None:
       key_BKSH, value_BKSH = precomputed_kv
     else:
@@ -267,7 +290,7 @@ class MultiHeadAttention(nn.Module):
           preferred_element_type=jnp.float32))
       logits_BNTS = jnp.concatenate([prefix_BNTP, logits_BNTS], axis=-1)
     if self.scale_logits:
-      logits_BNTS = logits_BNTS * jnp.float32(self.head_dim ** -0.5)
+      logits_BNTS = logits_BNTS * jnp.float32(self.logit_scale)
     if bias_BNTS is not None:
       logits_BNTS = logits_BNTS + bias_BNTS.astype(jnp.float32)
     weights_BNTS = softmax_last(logits_BNTS).astype(self.dtype)

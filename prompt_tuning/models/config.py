@@ -58,6 +58,9 @@ class GenerationDefaults:
   min_new_tokens: int = 0
 # Rotary scaling schemes understood by `models.rope` (Hugging Face's `rope_type` names).
 ROPE_TYPES = ("default", "linear", "llama3")
+# Per-layer attention kinds (Hugging Face's `layer_types` names): "sliding_attention" layers hide
+# keys `sliding_window` or more positions behind the query, "full_attention" layers see all.
+LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +107,24 @@ class ModelConfig:
     forced_bos_token_id / forced_eos_token_id: generation forces this first / last token
       (BART); None: none.
     generation_defaults: the checkpoint's decoding settings (`GenerationDefaults`).
+
+  Gemma-style fields (defaults: off, so T5 / Llama trees and numbers are unchanged):
+    embedding_scale: token embeddings are multiplied by this (cast to the activation dtype, as
+      Hugging Face does), e.g. sqrt(emb_dim) for Gemma; prompts spliced in after the lookup are
+      not scaled. 1.0: no multiplication.
+    norm_scale_offset: every RMS norm multiplies by (offset + scale); Gemma's norms store w and
+      multiply by (1 + w), so its parameters keep Hugging Face's values (offset 1.0).
+    qk_norm: queries and keys are RMS-normalized per head (over head_dim, params
+      `query_norm/scale`, `key_norm/scale` [head_dim]) before the rotation.
+    sandwich_norms: the attention and MLP outputs are normalized again before the residual add
+      (`post_self_attention_layer_norm`, `post_mlp_layer_norm`).
+    query_pre_attn_scalar: with scale_attention, logits are scaled by this**-0.5 instead of
+      head_dim**-0.5.
+    layer_types: per decoder layer, one of LAYER_TYPES; () = every layer "sliding_attention"
+      when sliding_window is set (Mistral), else "full_attention".
+    rope_local_theta: rotary base of the "sliding_attention" layers, which are then not scaled
+      (Gemma 3's rope_local_base_freq); None = rope_theta / rope_scaling everywhere.
+    final_logit_softcapping: logits become cap * tanh(logits / cap); None = off.
   """
 
   vocab_size: int = 32128
@@ -150,6 +171,14 @@ class ModelConfig:
   forced_bos_token_id: Optional[int] = None
   forced_eos_token_id: Optional[int] = None
   generation_defaults: GenerationDefaults = GenerationDefaults()
+  embedding_scale: float = 1.0
+  norm_scale_offset: float = 0.0
+  qk_norm: bool = False
+  sandwich_norms: bool = False
+  query_pre_attn_scalar: Optional[float] = None
+  layer_types: tuple[str, ...] = ()
+  rope_local_theta: Optional[float] = None
+  final_logit_softcapping: Optional[float] = None
 
   def __post_init__(self):
     if self.dtype not in _DTYPES:
@@ -182,6 +211,19 @@ class ModelConfig:
     if self.sliding_window is not None and self.sliding_window < 1:
       raise ValueError(f"ModelConfig.sliding_window={self.sliding_window}; use a positive "
                        "window or None.")
+    object.__setattr__(self, "layer_types", tuple(self.layer_types))
+    unknown = sorted(set(self.layer_types) - set(LAYER_TYPES))
+    if unknown:
+      raise ValueError(f"ModelConfig.layer_types has {unknown}; use {LAYER_TYPES}.")
+    if self.layer_types and len(self.layer_types) != self.num_decoder_layers:
+      raise ValueError(f"ModelConfig.layer_types lists {len(self.layer_types)} layers, but "
+                       f"num_decoder_layers={self.num_decoder_layers}; give one per layer.")
+    if "sliding_attention" in self.layer_types and self.sliding_window is None:
+      raise ValueError("ModelConfig.layer_types has sliding_attention layers but "
+                       "sliding_window is None; set the window.")
+    if self.final_logit_softcapping is not None and self.final_logit_softcapping <= 0:
+      raise ValueError(f"ModelConfig.final_logit_softcapping={self.final_logit_softcapping}; "
+                       "use a positive cap or None.")
     eos = self.eos_token_ids
     eos = (eos,) if isinstance(eos, int) else tuple(int(e) for e in eos)
     object.__setattr__(self, "eos_token_ids", eos)
@@ -207,6 +249,12 @@ class ModelConfig:
   @property
   def joined_kv(self) -> int:
     return self.num_heads * self.head_dim
+
+  def is_sliding_layer(self, index: int) -> bool:
+    """Whether decoder layer `index` attends through the sliding window (see layer_types)."""
+    if self.layer_types:
+      return self.layer_types[index] == "sliding_attention"
+    return self.sliding_window is not None
 
   @property
   def position_table_size(self) -> int:

@@ -61,18 +61,26 @@ class Embed(nn.Module):
 class RMSNorm(nn.Module):
   """RMS norm (T5's layer norm, Llama's RMSNorm): scale only, no mean subtraction, no bias.
 
-  Statistics and the scale multiplication run in float32, then the result is cast.
+  Statistics and the scale multiplication run in float32, then the result is cast. With
+  `scale_offset` the multiplier is (scale_offset + scale) (Gemma's (1 + w); `scale` then starts
+  at 0). `axis_name` names the normalized axis ("embed"; "kv" for per-head query/key norms).
   """
 
   epsilon: float = 1e-6
   dtype: jnp.dtype = jnp.float32
+  scale_offset: float = 0.0
+  axis_name: str = "embed"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    scale = param_with_axes(self, "scale", nn.initializers.ones, (x.shape[-1],), ("embed",))
+    init = nn.initializers.zeros if self.scale_offset else nn.initializers.ones
+    scale = param_with_axes(self, "scale", init, (x.shape[-1],), (self.axis_name,))
     x32 = x.astype(jnp.float32)
     variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
-    return (x32 * jax.lax.rsqrt(variance + self.epsilon) * scale).astype(self.dtype)
+    multiplier = scale.astype(jnp.float32)
+    if self.scale_offset:
+      multiplier = jnp.float32(self.scale_offset) + multiplier
+    return (x32 * jax.lax.rsqrt(variance + self.epsilon) * multiplier).astype(self.dtype)
 
 
 class LayerNorm(nn.Module):

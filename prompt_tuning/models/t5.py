@@ -12,7 +12,8 @@ import jax.numpy as jnp
 from prompt_tuning.models.attention import attention_mask, causal_mask
 from prompt_tuning.models.config import T5Config
 from prompt_tuning.models.layers import Embed
-from prompt_tuning.models.transformer import Decoder, DecoderCache, Encoder, real_tokens
+from prompt_tuning.models.transformer import (Decoder, DecoderCache, Encoder, real_tokens,
+                                              scaled_embed)
 
 
 def decoder_self_mask(decoder_target_tokens_BS: Optional[jax.Array], length: int,
@@ -54,8 +55,8 @@ class EncoderDecoder(nn.Module):
     return Decoder(self.config, shared_embedding=self.token_embedder)
 
   def embed(self, tokens_BT: jax.Array) -> jax.Array:
-    """Token ids [batch, T] -> embeddings [batch, T, embed]."""
-    return self.token_embedder(tokens_BT)
+    """Token ids [batch, T] -> embeddings [batch, T, embed] (times `embedding_scale`)."""
+    return scaled_embed(self.config, self.token_embedder, tokens_BT)
 
   def token_validity(self, tokens_BT: jax.Array) -> jax.Array:
     """bool [batch, T]: the real (non-padding) token positions."""

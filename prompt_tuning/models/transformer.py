@@ -39,16 +39,24 @@ from prompt_tuning.models.relpos import RelativePositionBias
 T5Config = ModelConfig  # Older name, kept for code written against it.
 
 
-def _attention(config: ModelConfig, cross: bool = False) -> MultiHeadAttention:
-  """An attention layer of `config`'s family (cross-attention: never rotated)."""
+def _attention(config: ModelConfig, cross: bool = False,
+               sliding: bool = False) -> MultiHeadAttention:
+  """An attention layer of `config`'s family (cross-attention: never rotated; a sliding-window
+  layer rotates with `rope_local_theta`, unscaled, when the config has one)."""
   rotary = config.position_embedding == "rope" and not cross
+  theta, scaling = config.rope_theta, config.rope_scaling
+  if sliding and config.rope_local_theta is not None:
+    theta, scaling = config.rope_local_theta, ()
   return MultiHeadAttention(num_heads=config.num_heads, head_dim=config.head_dim,
                             out_features=config.emb_dim, dropout_rate=config.dropout_rate,
                             dtype=config.activation_dtype, num_kv_heads=config.num_kv_heads,
                             use_bias=config.attention_bias, out_bias=config.attention_out_bias,
                             scale_logits=config.scale_attention,
-                            rope_theta=config.rope_theta if rotary else None,
-                            rope_scaling=config.rope_scaling if rotary else ())
+                            rope_theta=theta if rotary else None,
+                            rope_scaling=scaling if rotary else (),
+                            query_pre_attn_scalar=config.query_pre_attn_scalar,
+                            qk_norm=config.qk_norm, norm_epsilon=config.layer_norm_epsilon,
+                            norm_scale_offset=config.norm_scale_offset)
 
 
 def token_positions(valid_BS: jax.Array) -> jax.Array:
@@ -66,9 +74,23 @@ def _window_mask(query_index_T: jax.Array, key_index_S: jax.Array,
 
 
 def _norm(config: ModelConfig) -> nn.Module:
-  """A norm of `config`'s kind (`norm_kind`): RMS norm or LayerNorm."""
+  """A norm of `config`'s kind (`norm_kind`): RMS norm (with Gemma's (offset + w) multiplier when
+  `norm_scale_offset` is set) or LayerNorm."""
+  if config.norm_kind == "rms":
+    return NORMS["rms"](epsilon=config.layer_norm_epsilon, dtype=config.activation_dtype,
+                        scale_offset=config.norm_scale_offset)
   return NORMS[config.norm_kind](epsilon=config.layer_norm_epsilon,
                                  dtype=config.activation_dtype)
+
+
+def scaled_embed(config: ModelConfig, embedder: Embed, tokens_BT: jax.Array) -> jax.Array:
+  """Token ids [batch, T] -> embeddings [batch, T, embed] times `config.embedding_scale` (cast
+  to the activation dtype first, as Hugging Face's scaled embeddings do: Gemma, mBART)."""
+  embedded_BTD = embedder(tokens_BT)
+  if config.embedding_scale != 1.0:
+    scale = jnp.asarray(config.embedding_scale, jnp.float32).astype(embedded_BTD.dtype)
+    embedded_BTD = embedded_BTD * scale
+  return embedded_BTD
 
 
 def real_tokens(config: ModelConfig, tokens_BT: jax.Array) -> jax.Array:
@@ -219,20 +241,33 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-  """Causal self-attention (+ cross-attention to the encoder when present) + MLP block."""
+  """Causal self-attention (+ cross-attention to the encoder when present) + MLP block.
+
+  `sliding`: a sliding-window layer (its attention bias hides distant keys; its rotary base
+  may differ, see `_attention`). With `config.sandwich_norms` the self-attention and MLP
+  outputs are normalized again before their residual adds (Gemma).
+  """
 
   config: ModelConfig
   cross_attention: bool = True
+  sliding: bool = False
 
   def setup(self):
     self.pre_self_attention_layer_norm = _norm(self.config)
-    self.self_attention = _attention(self.config)
+    self.self_attention = _attention(self.config, sliding=self.sliding)
     if self.cross_attention:
       self.pre_cross_attention_layer_norm = _norm(self.config)
       self.encoder_decoder_attention = _attention(self.config, cross=True)
     self.pre_mlp_layer_norm = _norm(self.config)
     self.mlp = _mlp(self.config)
+    if self.config.sandwich_norms:
+      self.post_self_attention_layer_norm = _norm(self.config)
+      self.post_mlp_layer_norm = _norm(self.config)
     self.dropout = _dropout(self.config)
+
+  def _post_norm(self, name: str, h_BSD: jax.Array) -> jax.Array:
+    """A sublayer's output, normalized by `name` when the config has sandwich norms."""
+    return getattr(self, name)(h_BSD) if self.config.sandwich_norms else h_BSD
 
   def cross_kv(self, encoded_BTD: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Cross-attention keys/values [batch, heads, T, head_dim], computed once per generation."""
@@ -262,6 +297,7 @@ class DecoderLayer(nn.Module):
           cache_index=cache_index, prefix=self_prefix, cache_write_mask_BT=cache_write_mask_BS,
           positions_BT=positions_BS)
       new_cache.append(updated)
+      h_BSD = self._post_norm("post_self_attention_layer_norm", h_BSD)
       return self.dropout(h_BSD, deterministic=deterministic)
 
     def attend_encoder(h_BSD):
@@ -271,8 +307,8 @@ class DecoderLayer(nn.Module):
       return self.dropout(h_BSD, deterministic=deterministic)
 
     def mlp(h_BSD):
-      return self.dropout(self.mlp(h_BSD, deterministic=deterministic),
-                          deterministic=deterministic)
+      h_BSD = self._post_norm("post_mlp_layer_norm", self.mlp(h_BSD, deterministic=deterministic))
+      return self.dropout(h_BSD, deterministic=deterministic)
 
     y_BSD = _residual(self.config, self.pre_self_attention_layer_norm, y_BSD, attend_self)
     if self.cross_attention:
@@ -387,8 +423,9 @@ class Decoder(nn.Module):
     self.position_embedder = _position_embedder(config)
     self.embedding_norm = _embedding_norm(config)
     layer_cls = _rematerialized(DecoderLayer, config, deterministic_argnum=5)
-    self.layers = [layer_cls(config, cross_attention=self.cross_attention)
-                   for _ in range(config.num_decoder_layers)]
+    self.layers = [layer_cls(config, cross_attention=self.cross_attention,
+                             sliding=config.is_sliding_layer(index))
+                   for index in range(config.num_decoder_layers)]
     self.decoder_norm = _final_norm(config)
     self.dropout = _dropout(config)
     if not config.logits_via_embedding:
@@ -402,8 +439,8 @@ class Decoder(nn.Module):
     return self.shared_embedding if self.shared_embedding is not None else self.token_embedder
 
   def embed(self, tokens_BS: jax.Array) -> jax.Array:
-    """Embeds decoder tokens [batch, S] -> [batch, S, embed]."""
-    return self.embedder(tokens_BS)
+    """Embeds decoder tokens [batch, S] -> [batch, S, embed] (`scaled_embed`)."""
+    return scaled_embed(self.config, self.embedder, tokens_BS)
 
   def final_hidden(self, y_BSD: jax.Array, deterministic: bool) -> jax.Array:
     """Last layer's output [.., S, embed] -> final layer norm + dropout (the projection's input)."""
@@ -415,7 +452,8 @@ class Decoder(nn.Module):
     """Output projection of final hidden states [.., embed] -> logits [.., vocab] float32.
 
     T5 1.1 / untied LLMs: the separate `logits_dense` kernel; tied heads: the shared embedding,
-    scaled by 1/sqrt(embed) for T5 1.0 (`rescale_tied_logits`). BART adds `final_logits_bias`.
+    scaled by 1/sqrt(embed) for T5 1.0 (`rescale_tied_logits`); BART adds `final_logits_bias`;
+    then cap * tanh(logits / cap) with `config.final_logit_softcapping`.
     """
     if self.config.logits_via_embedding:
       logits = self.embedder.attend(hidden_BSD)
@@ -425,6 +463,9 @@ class Decoder(nn.Module):
       logits = self.logits_dense(hidden_BSD).astype(jnp.float32)
     if self.config.final_logits_bias:
       logits = logits + self.final_logits_bias.astype(jnp.float32)
+    cap = self.config.final_logit_softcapping
+    if cap is not None:
+      logits = jnp.tanh(logits / jnp.float32(cap)) * jnp.float32(cap)
     return logits
 
   def _logits(self, y_BSD: jax.Array, deterministic: bool) -> jax.Array:
@@ -438,19 +479,32 @@ class Decoder(nn.Module):
     prefixes = self.prefix(batch)
     return prefixes.get("self_attention"), prefixes.get("encoder_decoder_attention")
 
+  def _self_biases(self, num_queries: int, num_keys: int, query_offset: jax.Array | int,
+                   mask_B1TS: jax.Array, prefix_length: int,
+                   key_positions_BS: Optional[jax.Array] = None) -> list[jax.Array]:
+    """Each layer's self-attention bias (see `_self_bias`): one array per kind of layer
+    (sliding window or full attention), shared by the layers of that kind."""
+    kinds = [self.config.is_sliding_layer(index) for index in range(len(self.layers))]
+    window = self.config.sliding_window
+    biases = {sliding: self._self_bias(num_queries, num_keys, query_offset, mask_B1TS,
+                                       prefix_length, key_positions_BS,
+                                       window=window if sliding else None)
+              for sliding in sorted(set(kinds))}
+    return [biases[sliding] for sliding in kinds]
+
   def _self_bias(self, num_queries: int, num_keys: int, query_offset: jax.Array | int,
                  mask_B1TS: jax.Array, prefix_length: int,
-                 key_positions_BS: Optional[jax.Array] = None) -> jax.Array:
+                 key_positions_BS: Optional[jax.Array] = None,
+                 window: Optional[int] = None) -> jax.Array:
     """Self-attention bias [batch, heads, T, P + S]: position bias + mask, prefix columns first.
 
-    A sliding window (config) hides keys `window` or more indices behind the query; prefix keys
-    stay visible. ALiBi models bias the keys by their positions `key_positions_BS` [batch, S]
+    A sliding `window` hides keys `window` or more indices behind the query; prefix keys stay
+    visible. ALiBi models bias the keys by their positions `key_positions_BS` [batch, S]
     (already shifted past a "shifted" prefix, whose keys then sit at 0..P-1; "zero": prefix keys
     get no bias).
     """
     query_index_T = query_offset + jnp.arange(num_queries)
-    mask_B1TS = mask_B1TS & _window_mask(query_index_T, jnp.arange(num_keys),
-                                         self.config.sliding_window)
+    mask_B1TS = mask_B1TS & _window_mask(query_index_T, jnp.arange(num_keys), window)
     mask_bias = mask_to_bias(mask_B1TS, self.config.activation_dtype)
     if self.relpos_bias is None:
       bias = _prepend_columns(mask_bias, prefix_length) if prefix_length else mask_bias
@@ -506,8 +560,8 @@ class Decoder(nn.Module):
     if positions_BS is None:
       positions_BS = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
     positions_BS = self._shift_positions(positions_BS, self_prefixes)
-    self_bias = self._self_bias(length, length, 0, self_mask_B1SS, _prefix_length(self_prefixes),
-                                positions_BS)
+    self_biases = self._self_biases(length, length, 0, self_mask_B1SS,
+                                    _prefix_length(self_prefixes), positions_BS)
     cross_bias = None
     if cross_mask_B1ST is not None:
       cross_bias = _prepend_columns(mask_to_bias(cross_mask_B1ST, dtype),
@@ -516,7 +570,7 @@ class Decoder(nn.Module):
     for index, layer in enumerate(self.layers):
       if layer_inputs_fn is not None:
         y_BSD = layer_inputs_fn(index, y_BSD, 0)
-      y_BSD, _ = layer(y_BSD, self_bias, encoded_BTD, cross_bias, deterministic,
+      y_BSD, _ = layer(y_BSD, self_biases[index], encoded_BTD, cross_bias, deterministic,
                        self_prefix=self_prefixes[index] if self_prefixes else None,
                        cross_prefix=cross_prefixes[index] if cross_prefixes else None,
                        positions_BS=positions_BS)
@@ -580,8 +634,8 @@ class Decoder(nn.Module):
     query_positions_Q = index + jnp.arange(num_new)
     mask_B1QS = causal_mask(query_positions_Q, jnp.arange(max_length)) & (
         key_valid_BS[:, None, None, :] > 0)
-    self_bias = self._self_bias(num_new, max_length, index, mask_B1QS,
-                                _prefix_length(cache.self_prefix), key_positions_BS)
+    self_biases = self._self_biases(num_new, max_length, index, mask_B1QS,
+                                    _prefix_length(cache.self_prefix), key_positions_BS)
     cross_bias = None
     if cache.cross_kv is not None:
       cross_bias = _prepend_columns(mask_to_bias(cache.encoder_valid_BT[:, None, None, :], dtype),
@@ -593,7 +647,8 @@ class Decoder(nn.Module):
         y_BQD = layer_inputs_fn(index_layer, y_BQD, index)
       cross_kv = cache.cross_kv[index_layer] if cache.cross_kv is not None else None
       y_BQD, layer_cache = layer(
-          y_BQD, self_bias, None, cross_bias, True, cache=cache.self_attention[index_layer],
+          y_BQD, self_biases[index_layer], None, cross_bias, True,
+          cache=cache.self_attention[index_layer],
           cache_index=index, cross_kv=cross_kv,
           self_prefix=cache.self_prefix[index_layer] if cache.self_prefix else None,
           cross_prefix=cache.cross_prefix[index_layer] if cache.cross_prefix else None,

@@ -106,4 +106,4 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> ModelConfig:
 
 
 # Families, registered on import (explicitly, in one place).
-from prompt_tuning.models.families import t5, llama, mistral, qwen2, bart  # noqa: E402,F401
+from prompt_tuning.models.families import t5, llama, mistral, qwen2, gemma3, bart  # noqa: E402,F401
