@@ -252,3 +252,15 @@ def test_every_prompt_method_on_bart(method):
   np.testing.assert_allclose(_cached_logits(model, tokens, decoder), logits, atol=ATOL)
   generated = model.generate(tokens, 5)
   assert generated.shape == (3, 5) and (generated[:, 0] == 0).all()  # forced BOS
+
+
+def test_export_to_hugging_face_round_trips(tmp_path):
+  """save_hf_checkpoint writes BART's names (final_logits_bias as [1, V]) and config fields."""
+  model = prompt_tuning.load_model(checkpoint=BART)
+  huggingface.save_hf_checkpoint(jax.device_get(model.params), model.config, tmp_path)
+  again = huggingface.config_from_hf(tmp_path)
+  assert again == model.config
+  reloaded = huggingface.load_hf_params(tmp_path, again)
+  for path, value in tree.flatten_params(model.params).items():
+    np.testing.assert_array_equal(tree.flatten_params(reloaded)[path], np.asarray(value),
+                                  err_msg=path)
