@@ -109,6 +109,15 @@ class LoadedModel:
     pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
     return _pad_rows(rows, pad, left=left_pad)
 
+  def encode_inputs(self, texts: Sequence[str] | str) -> np.ndarray:
+    """Encoder-decoder inputs: strings -> tokens int32 [B, T] as the model reads them (BOS
+    first when the tokenizer adds one, e.g. BART's `<s>`; then EOS), padded with the pad id."""
+    from prompt_tuning.data import model_vocab  # Local: pulls in seqio / tokenizers.
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    eos = int(self.vocabulary.eos_id)
+    rows = [model_vocab.encode_for_model(self.vocabulary, text) + [eos] for text in texts]
+    return _pad_rows(rows, self.config.pad_token_id or 0)[0]
+
   def decode(self, tokens: Any) -> list[str]:
     """Token rows [B, L] -> strings (each cut at its first EOS, special tokens dropped)."""
     return [self.vocabulary.decode([int(t) for t in row]) for row in np.asarray(tokens)]
@@ -117,12 +126,14 @@ class LoadedModel:
                     left_pad: bool = False) -> tuple[tuple[jax.Array, ...], Optional[jax.Array]]:
     """Token arrays (strings encoded) and the attention mask to pass, if any."""
     if tokens and _is_texts(tokens[0]):
-      if not self.is_decoder_only or len(tokens) != 1:
-        raise ValueError("strings are accepted for decoder-only models (one list of texts); "
-                         "pass token arrays to encoder-decoder models.")
+      if len(tokens) != 1:
+        raise ValueError("strings are accepted as the model's inputs only (one list of texts); "
+                         "pass token arrays for decoder inputs.")
       if attention_mask is not None:
         raise ValueError("pass either strings (the mask is made from their lengths) or tokens "
                          "with an attention_mask, not strings and a mask.")
+      if not self.is_decoder_only:  # Encoder inputs: [BOS] text EOS, padded with the pad id.
+        return (jnp.asarray(self.encode_inputs(tokens[0])),), None
       array, mask = self.encode(tokens[0], left_pad=left_pad)
       return (jnp.asarray(array),), jnp.asarray(mask)
     arrays = tuple(jnp.asarray(t, jnp.int32) for t in tokens)

@@ -264,3 +264,14 @@ def test_export_to_hugging_face_round_trips(tmp_path):
   for path, value in tree.flatten_params(model.params).items():
     np.testing.assert_array_equal(tree.flatten_params(reloaded)[path], np.asarray(value),
                                   err_msg=path)
+
+
+def test_strings_in_text_out():
+  model = prompt_tuning.load_model(checkpoint=BART)
+  tokens = model.encode_inputs(["the city market", "news"])
+  vocab = model.vocabulary
+  assert tokens[1].tolist() == [0] + list(vocab.encode("news")) + [2] + [1] * (
+      tokens.shape[1] - 2 - len(vocab.encode("news")))
+  generated = model.generate(["the city market", "news"], 4)
+  np.testing.assert_array_equal(generated, model.generate(tokens, 4))
+  assert all(isinstance(text, str) for text in model.decode(generated))
