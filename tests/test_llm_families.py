@@ -133,3 +133,17 @@ def test_parameters_have_logical_axes_and_frozen_dtype():
   assert layer["key"]["bias"] == ("joined_kv",)
   dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves(model.params)}
   assert dtypes == {np.dtype("bfloat16")}
+
+
+def test_beam_search_equals_transformers_with_its_length_penalty_and_stopping():
+  """generate(num_beams=3, length_penalty=1.0, early_stopping=True) as transformers runs it."""
+  model = prompt_tuning.load_model(checkpoint=FIXTURES / "hf_llama_tiny")
+  golden = _golden("hf_llama_tiny")
+  eos = int(golden["gen_eos_token_id"])
+  tokens = model.generate(golden["gen_input_ids"], int(golden["gen_max_new_tokens"]),
+                          attention_mask=golden["gen_attention_mask"], eos_id=eos, method="beam",
+                          num_beams=int(golden["beam_num_beams"]),
+                          length_penalty=float(golden["beam_length_penalty"]),
+                          early_stopping=bool(golden["beam_early_stopping"]))
+  expected = api.fill_after_eos(golden["beam_tokens"], eos, model.config.output_pad_id)
+  np.testing.assert_array_equal(tokens, expected)

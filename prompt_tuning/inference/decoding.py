@@ -433,6 +433,8 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
   _check_common(start_tokens_B, max_decode_len)
   if not isinstance(num_beams, int) or num_beams < 1:
     raise ValueError(f"num_beams={num_beams!r} must be a Python int >= 1.")
+  if early_stopping is not None and not isinstance(early_stopping, str):
+    early_stopping = bool(early_stopping)  # e.g. numpy bools
   if early_stopping not in EARLY_STOPPING:
     raise ValueError(f"early_stopping={early_stopping!r}: use True, False, 'never' (Hugging "
                      "Face's rules) or None (T5X's exact bound).")
