@@ -109,6 +109,15 @@ class LoadedModel:
     pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
     return _pad_rows(rows, pad, left=left_pad)
 
+  def encode_inputs(self, texts: Sequence[str] | str) -> np.ndarray:
+    """Encoder-decoder inputs: strings -> tokens int32 [B, T] as the model reads them (BOS
+    first when the tokenizer adds one, e.g. BART's `<s>`; then EOS), padded with the pad id."""
+    from prompt_tuning.data import model_vocab  # Local: pulls in seqio / tokenizers.
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    eos = int(self.vocabulary.eos_id)
+    rows = [model_vocab.encode_for_model(self.vocabulary, text) + [eos] for text in texts]
+    return _pad_rows(rows, self.config.pad_token_id or 0)[0]
+
   def decode(self, tokens: Any) -> list[str]:
     """Token rows [B, L] -> strings (each cut at its first EOS, special tokens dropped)."""
     return [self.vocabulary.decode([int(t) for t in row]) for row in np.asarray(tokens)]
@@ -117,12 +126,14 @@ class LoadedModel:
                     left_pad: bool = False) -> tuple[tuple[jax.Array, ...], Optional[jax.Array]]:
     """Token arrays (strings encoded) and the attention mask to pass, if any."""
     if tokens and _is_texts(tokens[0]):
-      if not self.is_decoder_only or len(tokens) != 1:
-        raise ValueError("strings are accepted for decoder-only models (one list of texts); "
-                         "pass token arrays to encoder-decoder models.")
+      if len(tokens) != 1:
+        raise ValueError("strings are accepted as the model's inputs only (one list of texts); "
+                         "pass token arrays for decoder inputs.")
       if attention_mask is not None:
         raise ValueError("pass either strings (the mask is made from their lengths) or tokens "
                          "with an attention_mask, not strings and a mask.")
+      if not self.is_decoder_only:  # Encoder inputs: [BOS] text EOS, padded with the pad id.
+        return (jnp.asarray(self.encode_inputs(tokens[0])),), None
       array, mask = self.encode(tokens[0], left_pad=left_pad)
       return (jnp.asarray(array),), jnp.asarray(mask)
     arrays = tuple(jnp.asarray(t, jnp.int32) for t in tokens)
@@ -217,7 +228,8 @@ class LoadedModel:
     return module, ensembles.ensemble_params(self.params, stack, prompts_NPD), len(prompts_NPD)
 
   def generate_ensemble(self, inputs: Any, prompts: Any, max_decode_length: int = 32, *,
-                        attention_mask: Any = None, method: str = "greedy", num_beams: int = 4,
+                        attention_mask: Any = None, method: str = "greedy",
+                        num_beams: Optional[int] = None,
                         alpha: float = 0.6, temperature: float = 1.0, top_k: int = 0,
                         top_p: float = 1.0, rng: Optional[jax.Array] = None,
                         eos_id: Optional[int | Sequence[int]] = None,
@@ -237,9 +249,9 @@ class LoadedModel:
     module, params, num_prompts = self._ensemble(prompts)
     (inputs,), mask = self._token_arrays((inputs,), attention_mask, left_pad=True)
     eos = self._eos(eos_id)
-    options = dict(method=method, max_decode_length=int(max_decode_length), num_beams=num_beams,
-                   alpha=float(alpha), temperature=float(temperature), top_k=int(top_k),
-                   top_p=float(top_p), eos_id=eos)
+    options = decoding_options(self.config, method=method, max_decode_length=max_decode_length,
+                               num_beams=num_beams, alpha=alpha, temperature=temperature,
+                               top_k=top_k, top_p=top_p, eos_id=eos)
     tiled = ensembles.tile_rows(inputs, num_prompts)
     slots = ensembles.tile_rows(None if prompt_slots is None else
                                 jnp.asarray(prompt_slots, jnp.int32), num_prompts)
@@ -304,7 +316,7 @@ class LoadedModel:
                *,
                attention_mask: Any = None,
                method: str = "greedy",
-               num_beams: int = 4,
+               num_beams: Optional[int] = None,
                alpha: float = 0.6,
                temperature: float = 1.0,
                top_k: int = 0,
@@ -312,7 +324,11 @@ class LoadedModel:
                rng: Optional[jax.Array] = None,
                eos_id: Optional[int | Sequence[int]] = None,
                prompt: Any = None,
-               prompt_slots: Any = None) -> np.ndarray:
+               prompt_slots: Any = None,
+               length_penalty: Optional[float] = None,
+               early_stopping: Any = None,
+               no_repeat_ngram_size: Optional[int] = None,
+               min_new_tokens: Optional[int] = None) -> np.ndarray:
     """Generates up to `max_decode_length` tokens after `inputs` (token array [B, T], or a list
     of strings for decoder-only models).
 
@@ -324,6 +340,11 @@ class LoadedModel:
     positions among the input tokens (`encode_template` makes both). Returns int32
     [B, max_decode_length] of new tokens; positions after EOS hold the pad id (T5: 0).
     `decode(...)` turns them into strings.
+
+    Hugging Face's decoding options (default: the checkpoint's `generation_defaults`, e.g.
+    BART's): `length_penalty` / `early_stopping` score and stop beams as transformers does;
+    `no_repeat_ngram_size`, `min_new_tokens`; the config's forced first / last tokens always
+    apply. `num_beams` defaults to the checkpoint's, else 4.
     """
     if method not in ("greedy", "beam", "sample"):
       raise ValueError(f"generate(method={method!r}): use 'greedy', 'beam' or 'sample'.")
@@ -331,9 +352,11 @@ class LoadedModel:
       rng = jax.random.PRNGKey(0)
     (inputs,), mask = self._token_arrays((inputs,), attention_mask, left_pad=True)
     eos = self._eos(eos_id)
-    options = dict(method=method, max_decode_length=int(max_decode_length), num_beams=num_beams,
-                   alpha=float(alpha), temperature=float(temperature), top_k=int(top_k),
-                   top_p=float(top_p), eos_id=eos)
+    options = decoding_options(
+        self.config, method=method, max_decode_length=max_decode_length, num_beams=num_beams,
+        alpha=alpha, temperature=temperature, top_k=top_k, top_p=top_p, eos_id=eos,
+        length_penalty=length_penalty, early_stopping=early_stopping,
+        no_repeat_ngram_size=no_repeat_ngram_size, min_new_tokens=min_new_tokens)
     params = self._params(prompt)
     slots = None if prompt_slots is None else jnp.asarray(prompt_slots, jnp.int32)
     if self.is_decoder_only:
@@ -373,6 +396,32 @@ class LoadedModel:
     pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
     tokens, mask = _pad_rows(token_rows, pad)
     return tokens, mask, np.asarray(slot_rows, np.int32)
+
+
+def decoding_options(config: ModelConfig, *, method: str, max_decode_length: int,
+                     num_beams: Optional[int], alpha: float, temperature: float, top_k: int,
+                     top_p: float, eos_id: int | tuple[int, ...],
+                     length_penalty: Optional[float] = None, early_stopping: Any = None,
+                     no_repeat_ngram_size: Optional[int] = None,
+                     min_new_tokens: Optional[int] = None) -> dict[str, Any]:
+  """The static options of the jitted generate functions; what the caller leaves None comes
+  from the checkpoint's `generation_defaults`, and its forced first / last tokens always apply."""
+  defaults = config.generation_defaults
+
+  def pick(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+  constraints = decoding.Constraints(
+      no_repeat_ngram_size=int(pick(no_repeat_ngram_size, defaults.no_repeat_ngram_size)),
+      min_new_tokens=int(pick(min_new_tokens, defaults.min_new_tokens)),
+      forced_bos_id=config.forced_bos_token_id, forced_eos_id=config.forced_eos_token_id)
+  penalty = pick(length_penalty, defaults.length_penalty)
+  return dict(method=method, max_decode_length=int(max_decode_length),
+              num_beams=int(pick(num_beams, pick(defaults.num_beams, 4))), alpha=float(alpha),
+              temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+              eos_id=eos_id, length_penalty=None if penalty is None else float(penalty),
+              early_stopping=pick(early_stopping, defaults.early_stopping),
+              constraints=constraints if constraints.active else None)
 
 
 def ensemble_prompts(params: dict, module: nn.Module) -> jax.Array:

@@ -24,7 +24,8 @@ from prompt_tuning import combine, masks, templates
 from prompt_tuning.models.config import T5Config
 from prompt_tuning.models.decoder_only import DecoderOnly
 from prompt_tuning.models.t5 import EncoderDecoder
-from prompt_tuning.models.transformer import Decoder, DecoderCache, Encoder, LayerInputsFn
+from prompt_tuning.models.transformer import (Decoder, DecoderCache, Encoder, LayerInputsFn,
+                                              real_tokens)
 from prompt_tuning.prompts import PromptConfig
 
 
@@ -155,12 +156,13 @@ class PromptEncoder(_Template, Encoder):
       slots_BK = self.template_slots(tokens_BT, prompt_slots)
       embedded_BSD = self.prompt.insert_segments(tokens_BT, embedded_BTD, slots_BK,
                                                  self.slot_lengths)
-      return embedded_BSD, masks.segments_valid(tokens_BT > 0, slots_BK,
+      return embedded_BSD, masks.segments_valid(real_tokens(self.config, tokens_BT), slots_BK,
                                                 self.slot_lengths), slots_BK
     _no_slots(prompt_slots)
     index_B = combine.placement_index(self.placement, tokens_BT)
     embedded_BSD = self.prompt(tokens_BT, embedded_BTD, index_B)
-    valid_BS = masks.prompt_valid(tokens_BT > 0, index_B, _method_length(self.prompt_method))
+    valid_BS = masks.prompt_valid(real_tokens(self.config, tokens_BT), index_B,
+                                  _method_length(self.prompt_method))
     return embedded_BSD, valid_BS, index_B
 
 
@@ -201,9 +203,9 @@ class PromptEncoderDecoder(EncoderDecoder):
       return encoded_BSD, valid_BS
     if self.template:
       return encoded_BSD, masks.cross_attention_valid_segments(
-          encoder_input_tokens > 0, index, self.encoder.slot_lengths, False)
-    return encoded_BSD, masks.cross_attention_valid(encoder_input_tokens > 0, index,
-                                                    self.prompt_length, False)
+          self.token_validity(encoder_input_tokens), index, self.encoder.slot_lengths, False)
+    return encoded_BSD, masks.cross_attention_valid(self.token_validity(encoder_input_tokens),
+                                                    index, self.prompt_length, False)
 
   def __call__(self,
                encoder_input_tokens: jax.Array,

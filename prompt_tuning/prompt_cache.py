@@ -179,8 +179,8 @@ def generate_from_cache(module: nn.Module, params: dict, prompt_cache: PromptCac
                             options["max_decode_length"], valid_BT)
   # pylint: disable=protected-access
   step_fn = generation.tokens_to_logits_fn(module, {"params": params})
-  return generation.search(step_fn, cache, tokens_BT[:, -1], length - 1 + module.prompt_length, rng,
-                     **options)
+  return generation.search(step_fn, cache, tokens_BT[:, -1], length - 1 + module.prompt_length,
+                           rng, context_BC=tokens_BT, **options)
 
 
 _generate = generate_from_cache  # The name the benchmarks and older tests use.

@@ -130,7 +130,7 @@ def test_unsupported_model_type_names_the_supported_ones(tmp_path):
   config["model_type"] = "falcon"
   (tmp_path / "config.json").write_text(json.dumps(config))
   shutil.copy(FIXTURES / "hf_llama_tiny" / "model.safetensors", tmp_path)
-  with pytest.raises(api.ModelConfigError, match="model_type='falcon'.*llama, mistral"):
+  with pytest.raises(api.ModelConfigError, match="model_type='falcon'.*bart.*llama.*mistral"):
     prompt_tuning.load_model(checkpoint=tmp_path)
   assert "qwen2" in families.supported_model_types()
 
@@ -168,3 +168,17 @@ def test_learned_position_table_overrun_is_named():
   model = prompt_tuning.load_model(checkpoint=FIXTURES / "hf_gpt2_tiny")  # 64 positions.
   with pytest.raises(ValueError, match="65 positions .* learned position table of 64 rows"):
     model.logits(np.zeros((1, 65), np.int32))
+
+
+def test_beam_search_equals_transformers_with_its_length_penalty_and_stopping():
+  """generate(num_beams=3, length_penalty=1.0, early_stopping=True) as transformers runs it."""
+  model = prompt_tuning.load_model(checkpoint=FIXTURES / "hf_llama_tiny")
+  golden = _golden("hf_llama_tiny")
+  eos = int(golden["gen_eos_token_id"])
+  tokens = model.generate(golden["gen_input_ids"], int(golden["gen_max_new_tokens"]),
+                          attention_mask=golden["gen_attention_mask"], eos_id=eos, method="beam",
+                          num_beams=int(golden["beam_num_beams"]),
+                          length_penalty=float(golden["beam_length_penalty"]),
+                          early_stopping=bool(golden["beam_early_stopping"]))
+  expected = api.fill_after_eos(golden["beam_tokens"], eos, model.config.output_pad_id)
+  np.testing.assert_array_equal(tokens, expected)

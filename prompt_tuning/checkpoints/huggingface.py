@@ -28,6 +28,7 @@ from prompt_tuning.models.families import t5 as t5_family
 
 PathLike = str | os.PathLike
 CONFIG_FILE = "config.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"
 TORCH_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -46,7 +47,8 @@ def is_hf_checkpoint(path: PathLike) -> bool:
 
 
 def read_hf_config(hf_config: Mapping[str, Any] | PathLike | Any) -> dict[str, Any]:
-  """A Hugging Face config as a dict, from a dict, a `PretrainedConfig`, a directory or a file."""
+  """A Hugging Face config as a dict, from a dict, a `PretrainedConfig`, a directory or a file;
+  a generation_config.json next to the file is added under "generation_config"."""
   if isinstance(hf_config, Mapping):
     return dict(hf_config)
   if hasattr(hf_config, "to_dict"):
@@ -59,7 +61,12 @@ def read_hf_config(hf_config: Mapping[str, Any] | PathLike | Any) -> dict[str, A
         f"No Hugging Face config at {path}; pass a model directory holding {CONFIG_FILE}, "
         "the file itself, or its contents as a dict.")
   with open(path, encoding="utf-8") as f:
-    return json.load(f)
+    config = json.load(f)
+  generation = path.parent / GENERATION_CONFIG_FILE
+  if generation.is_file() and "generation_config" not in config:
+    with open(generation, encoding="utf-8") as f:  # Decoding defaults (BART's beam settings).
+      config["generation_config"] = json.load(f)
+  return config
 
 
 def config_from_hf(hf_config: Mapping[str, Any] | PathLike | Any) -> ModelConfig:
@@ -234,7 +241,7 @@ def hf_state_dict_from_params(params: Mapping[str, Any],
                        f"{list(t.shape)} by the config.")
     value = value.T if t.transpose else value
     if t.fused is None:
-      state[t.hf_name] = np.ascontiguousarray(value)
+      state[t.hf_name] = np.ascontiguousarray(value.reshape(t.hf_shape))
       continue
     if t.hf_name not in fused:
       fused[t.hf_name] = np.zeros(t.fused.view, value.dtype)

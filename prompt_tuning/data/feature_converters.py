@@ -220,6 +220,91 @@ class CausalLMTextConverter(seqio.FeatureConverter):
     return lengths
 
 
+class Seq2SeqTextConverter(seqio.FeatureConverter):
+  """Encoder-decoder features for families that pad with a pad id and start texts with BOS
+  (BART, mBART), as Hugging Face's seq2seq fine-tuning builds them:
+    encoder_input_tokens:  [BOS] + inputs (inputs end with EOS), padded with pad_id
+    decoder_target_tokens: [BOS] + targets (targets end with EOS), padded with pad_id
+    decoder_input_tokens:  [decoder start] + targets shifted right, padded with pad_id
+    decoder_loss_weights:  1 on the real target positions
+  (BOS only when the model's tokenizer adds one.) Lengths are the task's plus the BOS.
+  """
+
+  TASK_FEATURES = {"inputs": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
+                   "targets": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)}
+  MODEL_FEATURES = {
+      name: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)
+      for name in ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
+                   "decoder_loss_weights")}
+  PACKING_FEATURE_DTYPES = {}
+
+  def __init__(self, pad_id: int, decoder_start_id: int, bos_id: int | None = None,
+               pack: bool = False, **kwargs: Any) -> None:
+    if pack:
+      raise ValueError("packing is not supported for these seq2seq features; pass pack=False.")
+    super().__init__(pack=False, **kwargs)
+    self._pad_id, self._start_id, self._bos_id = pad_id, decoder_start_id, bos_id
+
+  @property
+  def num_prepended(self) -> int:
+    """Tokens each row has before the inputs / targets (the BOS, when the tokenizer adds one)."""
+    return 0 if self._bos_id is None else 1
+
+  def _pad(self, value: tf.Tensor, length: int, fill: int) -> tf.Tensor:
+    value = value[:length]
+    return tf.pad(value, [[0, tf.maximum(length - tf.size(value), 0)]], constant_values=fill)
+
+  def _convert_features(self, ds: tf.data.Dataset,
+                        task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+    lengths = self.get_model_feature_lengths(task_feature_lengths)
+    bos = tf.constant([] if self._bos_id is None else [self._bos_id], tf.int32)
+
+    def convert(example: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+      inputs = tf.concat([bos, tf.cast(example["inputs"], tf.int32)], axis=0)
+      targets = tf.concat([bos, tf.cast(example["targets"], tf.int32)], axis=0)
+      shifted = tf.concat([tf.constant([self._start_id], tf.int32), targets[:-1]], axis=0)
+      decoder_length = lengths["decoder_target_tokens"]
+      features = {
+          "encoder_input_tokens": self._pad(inputs, lengths["encoder_input_tokens"],
+                                            self._pad_id),
+          "decoder_target_tokens": self._pad(targets, decoder_length, self._pad_id),
+          "decoder_input_tokens": self._pad(shifted, decoder_length, self._pad_id),
+          "decoder_loss_weights": self._pad(tf.ones_like(targets), decoder_length, 0),
+      }
+      features.update({name: example[name] for name in self._passthrough_features})
+      return features
+
+    return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
+    encoder = int(task_feature_lengths["inputs"]) + self.num_prepended
+    decoder = int(task_feature_lengths["targets"]) + self.num_prepended
+    lengths = {"encoder_input_tokens": encoder, "decoder_input_tokens": decoder,
+               "decoder_target_tokens": decoder, "decoder_loss_weights": decoder}
+    lengths.update({name: task_feature_lengths[name] for name in self._passthrough_features})
+    return lengths
+
+
+class PromptSeq2SeqFeatureConverter(_PromptAwareLengths, Seq2SeqTextConverter):
+  """`Seq2SeqTextConverter` for a model with a P-token encoder prompt (encoder lengths + P)."""
+
+  _PROMPT_FEATURES = ENCODER_FEATURES
+
+  def __init__(self, pad_id: int, decoder_start_id: int, prompt_length: int = 0,
+               bos_id: int | None = None, pack: bool = False, **kwargs: Any) -> None:
+    _check_prompt_length(prompt_length, pack)
+    Seq2SeqTextConverter.__init__(self, pad_id, decoder_start_id, bos_id, pack=pack, **kwargs)
+    make = lambda passthrough=None: Seq2SeqTextConverter(
+        pad_id, decoder_start_id, bos_id, pack=pack, passthrough_features=passthrough, **kwargs)
+    self._init_prompt(prompt_length, make(), make)
+
+  def _slot_shift(self) -> int:
+    return self.num_prepended
+
+  def get_text_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
+    return self._text_converter.get_model_feature_lengths(task_feature_lengths)
+
+
 class PromptCausalLMFeatureConverter(_PromptAwareLengths, CausalLMTextConverter):
   """`CausalLMTextConverter` for a model with a P-token prompt (model lengths + P)."""
 

@@ -12,15 +12,22 @@ can be wrapped in `jax.jit` (`max_decode_len`, `num_beams` and `top_k` static).
 
 Outputs follow T5X: generated tokens exclude the start token, positions after EOS
 hold 0 (padding), beam scores use the brevity penalty ((5 + length) / 6) ** alpha
-where length counts the generated tokens including EOS.
+where length counts the generated tokens including EOS. Beam search can instead score and
+stop as Hugging Face's `generate` does (`length_penalty`: log-probability / length **
+length_penalty; `early_stopping` True / False / "never"), and every algorithm takes
+per-step `constraints.Constraints` (no-repeat n-grams, a minimum length, forced first / last
+tokens) applied to the scores as transformers' logits processors are.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+
+from prompt_tuning.inference import constraints as constraints_lib
+from prompt_tuning.inference.constraints import Constraints
 
 PyTree = Any
 TokensToLogits = Callable[[jax.Array, PyTree, jax.Array], tuple[jax.Array, PyTree]]
@@ -71,6 +78,21 @@ def is_eos(tokens: jax.Array, eos_id: EosIds) -> jax.Array:
 def brevity_penalty(length: jax.Array | int, alpha: jax.Array | float) -> jax.Array:
   """T5X / GNMT length normalizer ((5 + length) / 6) ** alpha (1 for alpha = 0)."""
   return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
+
+
+def hf_length_penalty(length: jax.Array | int, length_penalty: jax.Array | float) -> jax.Array:
+  """Hugging Face's beam length normalizer length ** length_penalty (length: generated tokens,
+  EOS included)."""
+  return jnp.asarray(length, jnp.float32) ** length_penalty
+
+
+def _eos_tuple(eos_id: "EosIds") -> tuple[int, ...]:
+  return (eos_id,) if isinstance(eos_id, int) else tuple(eos_id)
+
+
+def _history(context_BC: jax.Array, generated_BL: jax.Array) -> jax.Array:
+  """int32 [B, C + L]: the context (e.g. the start token) followed by the generated tokens."""
+  return jnp.concatenate([context_BC.astype(jnp.int32), generated_BL], axis=1)
 
 
 def expand_to_beams(tree: PyTree, num_beams: int) -> PyTree:
@@ -200,14 +222,23 @@ class _LoopState(NamedTuple):
   rng: jax.Array
 
 
+def _context(context_BC: Optional[jax.Array], start_tokens_B: jax.Array) -> jax.Array:
+  """The tokens before the generated ones that n-gram constraints see (default: the start)."""
+  if context_BC is None:
+    return start_tokens_B[:, None]
+  return jnp.asarray(context_BC, jnp.int32)
+
+
 def _decode_loop(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
                  start_tokens_B: jax.Array, max_decode_len: int, eos_id: EosIds,
                  start_step: int | jax.Array, choose: _ChooseFn,
-                 rng: jax.Array) -> DecodeOutput:
+                 rng: jax.Array, constraints: Optional[Constraints] = None,
+                 context_BC: Optional[jax.Array] = None) -> DecodeOutput:
   """One-sequence-per-row decoding loop shared by greedy and sampling."""
   start_tokens_B = jnp.asarray(start_tokens_B, jnp.int32)
   _check_common(start_tokens_B, max_decode_len)
   batch = start_tokens_B.shape[0]
+  context_BC = _context(context_BC, start_tokens_B)
   start_step = jnp.asarray(start_step, jnp.int32)
   _check_step_fn(tokens_to_logits, initial_cache, batch, start_step)
 
@@ -218,7 +249,10 @@ def _decode_loop(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
     logits_BV, cache = tokens_to_logits(s.token_B[:, None], s.cache, start_step + s.i)
     logits_BV = logits_BV.astype(jnp.float32)
     rng, key = jax.random.split(s.rng)
-    next_B = jnp.where(s.done_B, 0, choose(logits_BV, key).astype(jnp.int32))
+    allowed_BV = constraints_lib.apply(
+        constraints, logits_BV, _history(context_BC, s.tokens_BL), context_BC.shape[1] + s.i,
+        s.i, max_decode_len, _eos_tuple(eos_id))
+    next_B = jnp.where(s.done_B, 0, choose(allowed_BV, key).astype(jnp.int32))
     logp_B = jnp.take_along_axis(jax.nn.log_softmax(logits_BV), next_B[:, None], axis=-1)[:, 0]
     return _LoopState(
         i=s.i + 1,
@@ -257,7 +291,9 @@ def _argmax(logits_BV: jax.Array, key: jax.Array) -> jax.Array:
 
 def greedy_decode(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
                   start_tokens_B: jax.Array, max_decode_len: int, eos_id: EosIds = 1,
-                  start_step: int | jax.Array = 0) -> DecodeOutput:
+                  start_step: int | jax.Array = 0, *,
+                  constraints: Optional[Constraints] = None,
+                  context_BC: Optional[jax.Array] = None) -> DecodeOutput:
   """Decodes by taking the most likely token at each step.
 
   Args:
@@ -268,24 +304,31 @@ def greedy_decode(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
     eos_id: a row stops after emitting this token; later positions are 0.
     start_step: decoder position of the start tokens (prefix length for
       decoder-only models), Python int or int32 scalar.
+    constraints: per-step constraints on the chosen token (scores stay the model's).
+    context_BC: int [batch, C], the tokens before the generated ones that no-repeat n-grams
+      see (default: the start tokens; decoder-only: the prompt).
 
   Returns:
     DecodeOutput. The loop exits early once every row has emitted EOS.
   """
   return _decode_loop(tokens_to_logits, initial_cache, start_tokens_B, max_decode_len,
-                      eos_id, start_step, _argmax, jax.random.PRNGKey(0))
+                      eos_id, start_step, _argmax, jax.random.PRNGKey(0), constraints,
+                      context_BC)
 
 
 def sample_decode(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
                   start_tokens_B: jax.Array, max_decode_len: int, rng: jax.Array,
                   temperature: float | jax.Array = 1.0, top_k: int = 0,
                   top_p: float | jax.Array = 1.0, eos_id: EosIds = 1,
-                  start_step: int | jax.Array = 0) -> DecodeOutput:
+                  start_step: int | jax.Array = 0, *,
+                  constraints: Optional[Constraints] = None,
+                  context_BC: Optional[jax.Array] = None) -> DecodeOutput:
   """Decodes by sampling from softmax(logits / temperature), optionally top-k / top-p filtered.
 
   Args:
     tokens_to_logits, initial_cache, start_tokens_B, max_decode_len, eos_id,
-      start_step: as in `greedy_decode`.
+      start_step, constraints, context_BC: as in `greedy_decode` (constraints apply to the
+      logits before temperature and filtering).
     rng: PRNG key; the same key gives the same samples.
     temperature: scalar; values below MIN_TEMPERATURE (e.g. 0) decode greedily.
     top_k: static int, sample among the k most likely tokens (0: all).
@@ -300,7 +343,7 @@ def sample_decode(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
       raise ValueError(f"temperature={temperature} must be >= 0 (0 decodes greedily).")
     if temperature < MIN_TEMPERATURE:
       return greedy_decode(tokens_to_logits, initial_cache, start_tokens_B, max_decode_len,
-                           eos_id, start_step)
+                           eos_id, start_step, constraints=constraints, context_BC=context_BC)
   _check_filter_args(top_k, top_p)
 
   def choose(logits_BV: jax.Array, key: jax.Array) -> jax.Array:
@@ -311,7 +354,7 @@ def sample_decode(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
     return sampled_B
 
   return _decode_loop(tokens_to_logits, initial_cache, start_tokens_B, max_decode_len,
-                      eos_id, start_step, choose, rng)
+                      eos_id, start_step, choose, rng, constraints, context_BC)
 
 
 class _BeamState(NamedTuple):
@@ -323,6 +366,7 @@ class _BeamState(NamedTuple):
   fin_tokens_BKL: jax.Array  # int32, ended hypotheses (EOS or max length), best first
   fin_scores_BK: jax.Array  # float32, length-penalized scores (-inf: empty slot)
   fin_flags_BK: jax.Array  # bool, slot holds a hypothesis
+  open_B: jax.Array  # bool, Hugging Face stopping: the example may still gain hypotheses
 
 
 def _check_batch_leading(cache: PyTree, batch: int) -> None:
@@ -335,18 +379,36 @@ def _check_batch_leading(cache: PyTree, batch: int) -> None:
           "expanded and gathered (move scanned-layer axes behind the batch).")
 
 
+EARLY_STOPPING = (None, True, False, "never")
+
+
 def beam_search(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
                 start_tokens_B: jax.Array, max_decode_len: int, num_beams: int,
                 alpha: float | jax.Array = 0.6, eos_id: EosIds = 1,
-                start_step: int | jax.Array = 0) -> BeamOutput:
-  """Beam search with T5X's brevity penalty, keeping finished hypotheses apart.
+                start_step: int | jax.Array = 0, *,
+                length_penalty: Optional[float] = None,
+                early_stopping: bool | str | None = None,
+                constraints: Optional[Constraints] = None,
+                context_BC: Optional[jax.Array] = None) -> BeamOutput:
+  """Beam search keeping finished hypotheses apart; T5X's scoring or Hugging Face's.
 
-  Each step extends the live beams, takes the 2 * num_beams most probable
-  extensions, and moves those among the top num_beams that end (EOS, or reaching
-  max_decode_len) into the finished set, scored logp / brevity_penalty(length, alpha);
-  the best num_beams extensions without EOS stay live. The loop stops early once no
-  live beam can beat the worst finished hypothesis of every example. With
-  num_beams=1 and alpha=0 the result equals `greedy_decode`.
+  Each step extends the live beams, takes the max(2, 1 + number of EOS ids) * num_beams most
+  probable extensions (after `constraints`), and moves those among the top num_beams that end
+  (EOS, or reaching max_decode_len) into the finished set, scored logp / penalty(length)
+  (length: generated tokens, EOS included); the best num_beams extensions without EOS stay
+  live.
+
+  Scoring and stopping:
+    - default (T5X): penalty = brevity_penalty(length, alpha); the loop stops early once no
+      live beam can beat the worst finished hypothesis of every example (an exact bound).
+      With num_beams=1 and alpha=0 the result equals `greedy_decode`.
+    - `length_penalty` set: penalty = length ** length_penalty (Hugging Face).
+    - `early_stopping` set (Hugging Face's rule; True, False or "never"): an example stops
+      gaining hypotheses once its num_beams slots are full (True), or once its best live beam,
+      normalized at its current length (False) or at max_decode_len ("never", positive
+      length_penalty), cannot beat its worst finished one.
+  Hugging Face's `generate(num_beams=K, length_penalty=lp, early_stopping=e)` equals
+  `length_penalty=lp, early_stopping=e`.
 
   Args:
     tokens_to_logits: the model's one-step function. Its cache rows are
@@ -356,9 +418,13 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
     start_tokens_B: int [batch] token at decoder position `start_step`.
     max_decode_len: number of tokens to generate at most.
     num_beams: beams per example (static).
-    alpha: brevity penalty exponent; 0 ranks by plain log-probability.
-    eos_id: end-of-sequence id.
+    alpha: T5X brevity penalty exponent; 0 ranks by plain log-probability.
+    eos_id: end-of-sequence id(s).
     start_step: decoder position of the start tokens.
+    length_penalty: Hugging Face's exponent (replaces `alpha` when set).
+    early_stopping: Hugging Face's stopping rule (None: the exact T5X bound).
+    constraints: per-step constraints, applied to the log-probabilities.
+    context_BC: tokens before the generated ones for no-repeat n-grams (default: the start).
 
   Returns:
     BeamOutput with hypotheses sorted best-first.
@@ -367,19 +433,43 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
   _check_common(start_tokens_B, max_decode_len)
   if not isinstance(num_beams, int) or num_beams < 1:
     raise ValueError(f"num_beams={num_beams!r} must be a Python int >= 1.")
+  if early_stopping is not None and not isinstance(early_stopping, str):
+    early_stopping = bool(early_stopping)  # e.g. numpy bools
+  if early_stopping not in EARLY_STOPPING:
+    raise ValueError(f"early_stopping={early_stopping!r}: use True, False, 'never' (Hugging "
+                     "Face's rules) or None (T5X's exact bound).")
   batch, beams, length = start_tokens_B.shape[0], num_beams, max_decode_len
   _check_batch_leading(initial_cache, batch)
   start_step = jnp.asarray(start_step, jnp.int32)
   cache = expand_to_beams(initial_cache, beams)
   _check_step_fn(tokens_to_logits, cache, batch * beams, start_step)
-  max_penalty = brevity_penalty(length, alpha)
+  eos_ids = _eos_tuple(eos_id)
+  context_NC = expand_to_beams(_context(context_BC, start_tokens_B), beams)
+  num_candidates = max(2, 1 + len(eos_ids)) * beams
+
+  def penalty(num_tokens):
+    if length_penalty is None:
+      return brevity_penalty(num_tokens, alpha)
+    return hf_length_penalty(num_tokens, length_penalty)
+
+  max_penalty = penalty(length)
+
+  def still_open(s: _BeamState, best_live_B: jax.Array) -> jax.Array:
+    """Hugging Face's check after a step (s.i tokens generated): may the example improve?"""
+    hypothetical = length if (early_stopping == "never" and (length_penalty or 0) > 0) else s.i
+    best_B = best_live_B / penalty(jnp.maximum(hypothetical, 1))
+    worst_B = jnp.where(jnp.all(s.fin_flags_BK, axis=-1), jnp.min(s.fin_scores_BK, axis=-1),
+                        -jnp.inf)
+    return s.open_B & (best_B > worst_B)
 
   def cond(s: _BeamState) -> jax.Array:
     best_live_B = jnp.max(s.live_logp_BK, axis=-1)
+    if early_stopping is not None:
+      full_B = jnp.all(s.fin_flags_BK, axis=-1) & (early_stopping is True)
+      return (s.i < length) & jnp.any(s.open_B & ~full_B)
     # logp only falls as beams grow and the penalty is monotonic in length, so a live
     # beam's best reachable score is at the next length or at max_decode_len.
-    bound_B = jnp.maximum(best_live_B / brevity_penalty(s.i + 1, alpha),
-                          best_live_B / max_penalty)
+    bound_B = jnp.maximum(best_live_B / penalty(s.i + 1), best_live_B / max_penalty)
     worst_finished_B = jnp.where(jnp.all(s.fin_flags_BK, axis=-1),
                                  jnp.min(s.fin_scores_BK, axis=-1), -jnp.inf)
     row_done_B = (best_live_B == -jnp.inf) | (worst_finished_B > bound_B)
@@ -389,11 +479,14 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
     logits_NV, new_cache = tokens_to_logits(
         s.live_last_BK.reshape(batch * beams, 1), s.cache, start_step + s.i)
     vocab = logits_NV.shape[-1]
-    logp_BKV = (jax.nn.log_softmax(logits_NV.astype(jnp.float32)).reshape(batch, beams, vocab)
-                + s.live_logp_BK[:, :, None])
+    logp_NV = jax.nn.log_softmax(logits_NV.astype(jnp.float32))
+    logp_NV = constraints_lib.apply(
+        constraints, logp_NV, _history(context_NC, s.live_tokens_BKL.reshape(batch * beams, -1)),
+        context_NC.shape[1] + s.i, s.i, length, eos_ids)
+    logp_BKV = logp_NV.reshape(batch, beams, vocab) + s.live_logp_BK[:, :, None]
     # Candidates C: the best extensions over all beams, most probable first.
     cand_logp_BC, flat_BC = jax.lax.top_k(logp_BKV.reshape(batch, beams * vocab),
-                                          min(2 * beams, beams * vocab))
+                                          min(num_candidates, beams * vocab))
     cand_beam_BC, cand_token_BC = flat_BC // vocab, flat_BC % vocab
     cand_tokens_BCL = jnp.take_along_axis(s.live_tokens_BKL, cand_beam_BC[:, :, None], axis=1)
     cand_tokens_BCL = jax.lax.dynamic_update_slice(
@@ -402,8 +495,10 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
 
     # Finished: ended candidates among the top num_beams, merged with the old set.
     ends_BK = (is_eos_BC[:, :beams] | (s.i == length - 1)) & (cand_logp_BC[:, :beams] > -jnp.inf)
-    new_scores_BK = jnp.where(
-        ends_BK, cand_logp_BC[:, :beams] / brevity_penalty(s.i + 1, alpha), -jnp.inf)
+    if early_stopping is not None:  # Hugging Face: closed or full examples gain no more.
+      full_B = jnp.all(s.fin_flags_BK, axis=-1) & (early_stopping is True)
+      ends_BK = ends_BK & (s.open_B & ~full_B)[:, None]
+    new_scores_BK = jnp.where(ends_BK, cand_logp_BC[:, :beams] / penalty(s.i + 1), -jnp.inf)
     all_scores = jnp.concatenate([s.fin_scores_BK, new_scores_BK], axis=1)
     all_flags = jnp.concatenate([s.fin_flags_BK, ends_BK], axis=1)
     all_tokens = jnp.concatenate([s.fin_tokens_BKL, cand_tokens_BCL[:, :beams]], axis=1)
@@ -413,7 +508,7 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
     live_logp_BK, live_pick_BK = jax.lax.top_k(
         jnp.where(is_eos_BC, -jnp.inf, cand_logp_BC), beams)
     parent_BK = jnp.take_along_axis(cand_beam_BC, live_pick_BK, axis=1)
-    return _BeamState(
+    new = _BeamState(
         i=s.i + 1,
         live_tokens_BKL=jnp.take_along_axis(cand_tokens_BCL, live_pick_BK[:, :, None], axis=1),
         live_logp_BK=live_logp_BK,
@@ -421,7 +516,11 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
         cache=gather_beams(new_cache, parent_BK),
         fin_tokens_BKL=jnp.take_along_axis(all_tokens, fin_pick_BK[:, :, None], axis=1),
         fin_scores_BK=fin_scores_BK,
-        fin_flags_BK=jnp.take_along_axis(all_flags, fin_pick_BK, axis=1))
+        fin_flags_BK=jnp.take_along_axis(all_flags, fin_pick_BK, axis=1),
+        open_B=s.open_B)
+    if early_stopping is not None:
+      new = new._replace(open_B=still_open(new, live_logp_BK[:, 0]))
+    return new
 
   first_live_K = jnp.where(jnp.arange(beams) == 0, 0.0, -jnp.inf)  # one live beam at first
   init = _BeamState(
@@ -432,7 +531,8 @@ def beam_search(tokens_to_logits: TokensToLogits, initial_cache: PyTree,
       cache=cache,
       fin_tokens_BKL=jnp.zeros((batch, beams, length), jnp.int32),
       fin_scores_BK=jnp.full((batch, beams), -jnp.inf, jnp.float32),
-      fin_flags_BK=jnp.zeros((batch, beams), bool))
+      fin_flags_BK=jnp.zeros((batch, beams), bool),
+      open_B=jnp.ones((batch,), bool))
   final = jax.lax.while_loop(cond, body, init)
   return BeamOutput(
       tokens_BKL=jnp.where(final.fin_flags_BK[:, :, None], final.fin_tokens_BKL, 0),

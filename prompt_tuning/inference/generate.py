@@ -19,10 +19,7 @@ import numpy as np
 
 from prompt_tuning.inference import decoding
 
-DECODER_START_TOKEN = 0  # T5X's decoder start token.
-# Static arguments of the jitted generate functions (hashable options).
-STATIC = ("module", "method", "max_decode_length", "num_beams", "alpha", "temperature", "top_k",
-          "top_p", "eos_id")
+DECODER_START_TOKEN = 0  # T5X's decoder start token (others: `ModelConfig.decoder_start_token_id`).
 
 
 def fill_after_eos(tokens_BL: np.ndarray, eos_id: int | Sequence[int], fill: int) -> np.ndarray:
@@ -34,12 +31,21 @@ def fill_after_eos(tokens_BL: np.ndarray, eos_id: int | Sequence[int], fill: int
 
 def search(tokens_to_logits, cache, start_tokens_B, start_step, rng, *, method: str,
            max_decode_length: int, num_beams: int, alpha: float, temperature: float,
-           top_k: int, top_p: float, eos_id: decoding.EosIds) -> jax.Array:
-  """Runs the chosen search from `start_tokens_B` at `start_step` -> tokens [B, L]."""
-  common = dict(max_decode_len=max_decode_length, eos_id=eos_id, start_step=start_step)
+           top_k: int, top_p: float, eos_id: decoding.EosIds,
+           length_penalty: Optional[float] = None, early_stopping=None,
+           constraints: Optional[decoding.Constraints] = None,
+           context_BC: Optional[jax.Array] = None) -> jax.Array:
+  """Runs the chosen search from `start_tokens_B` at `start_step` -> tokens [B, L].
+
+  `context_BC`: the tokens before the generated ones that no-repeat n-grams see (default: the
+  start tokens).
+  """
+  common = dict(max_decode_len=max_decode_length, eos_id=eos_id, start_step=start_step,
+                constraints=constraints, context_BC=context_BC)
   if method == "beam":
     output = decoding.beam_search(tokens_to_logits, cache, start_tokens_B, num_beams=num_beams,
-                                  alpha=alpha, **common)
+                                  alpha=alpha, length_penalty=length_penalty,
+                                  early_stopping=early_stopping, **common)
     return output.tokens_BKL[:, 0]
   if method == "sample":
     return decoding.sample_decode(tokens_to_logits, cache, start_tokens_B, rng=rng,
@@ -58,15 +64,17 @@ def tokens_to_logits_fn(module: nn.Module, variables: dict) -> decoding.TokensTo
   return tokens_to_logits
 
 
+# Static arguments of the jitted generate functions (hashable options).
 STATIC = ("module", "method", "max_decode_length", "num_beams", "alpha", "temperature", "top_k",
-           "top_p", "eos_id")
+          "top_p", "eos_id", "length_penalty", "early_stopping", "constraints")
 
 
 @functools.partial(jax.jit, static_argnames=STATIC)
 def generate_encoder_decoder(module: nn.Module, params: dict, encoder_input_tokens: jax.Array,
                               rng: jax.Array, prompt_slots: Optional[jax.Array] = None,
                               **options) -> jax.Array:
-  """Encodes once, fills the cross-attention cache, then decodes from the start token.
+  """Encodes once, fills the cross-attention cache, then decodes from the model's decoder start
+  token (`ModelConfig.decoder_start_token_id`; T5: 0).
 
   `prompt_slots` [B, K]: a template model's slot positions among the inputs.
   """
@@ -77,7 +85,8 @@ def generate_encoder_decoder(module: nn.Module, params: dict, encoder_input_toke
   cache = module.apply(variables, encoded_BSD, encoder_mask_BS, options["max_decode_length"],
                        method=module.init_decode_cache)
 
-  start_B = jnp.full((encoder_input_tokens.shape[0],), DECODER_START_TOKEN, jnp.int32)
+  start = getattr(module.config, "decoder_start_token_id", DECODER_START_TOKEN)
+  start_B = jnp.full((encoder_input_tokens.shape[0],), start, jnp.int32)
   return search(tokens_to_logits_fn(module, variables), cache, start_B, 0, rng, **options)
 
 
@@ -148,7 +157,7 @@ def generate_decoder_only(module: nn.Module, params: dict, input_tokens: jax.Arr
                                    method=module.prefill_template)
     step_fn = _tokens_or_first_embedding(module, variables, length - 1 + num_prompt)
     return search(step_fn, (cache, first_BD), tokens_BT[:, -1], length - 1 + num_prompt, rng,
-                   **options)
+                  context_BC=tokens_BT, **options)
   if prompt_slots is not None:
     raise ValueError("prompt_slots are for models with a prompt template (PROMPT_TEMPLATE).")
   if length > 1 or num_prompt:
@@ -156,4 +165,4 @@ def generate_decoder_only(module: nn.Module, params: dict, input_tokens: jax.Arr
                          method=module.prefill)
 
   return search(tokens_to_logits_fn(module, variables), cache, tokens_BT[:, -1],
-                 length - 1 + num_prompt, rng, **options)
+                length - 1 + num_prompt, rng, context_BC=tokens_BT, **options)

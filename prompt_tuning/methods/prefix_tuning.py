@@ -20,7 +20,11 @@ None (the default) picks the model family's natural choice:
     with RoPE, no position embedding added with learned positions); with ALiBi they are biased
     as keys at positions 0..P-1 (Hugging Face builds BLOOM's ALiBi from the attention mask
     [1] * P + mask). "zero" keeps the tokens at positions 0.. (prefix keys unrotated / unbiased).
-Encoder and cross-attention prefixes never get a position bias (T5 cross-attention has none).
+  - Learned positions (GPT-2, BART's decoder): "shifted" looks the tokens up at P.., as Hugging
+    Face does after a P-long cache; `PrefixConfig.peft_seq2seq` is PEFT 0.21's encoder-decoder
+    mode (decoder self-attention only: PEFT drops its cross-attention half).
+Encoder and cross-attention prefixes never get a position bias (T5 cross-attention has none);
+encoder tokens keep their positions.
 With grouped-query attention the prefixes are per key/value head (PEFT's layout).
 
 Parameters live under `encoder/prefix/attention/...` and `decoder/prefix/{self_attention,
@@ -100,6 +104,15 @@ class PrefixConfig:
 
   def replace(self, **changes) -> "PrefixConfig":
     return dataclasses.replace(self, **changes)
+
+  @classmethod
+  def peft_seq2seq(cls, length: int, **changes) -> "PrefixConfig":
+    """PEFT 0.21's prefix tuning of an encoder-decoder as it runs with transformers 5: decoder
+    self-attention only (PEFT drops the cross-attention half of its cache, and the encoder gets
+    none), the decoder's tokens placed after the P-long prefix ("shifted"). In gin:
+    PREFIX_ENCODER = False, PREFIX_DECODER_CROSS = False, PREFIX_POSITION_BIAS = 'shifted'."""
+    return cls(length=length, encoder=False, decoder_cross=False, position_bias="shifted",
+               **changes)
 
   def build_model(self, config: ModelConfig) -> nn.Module:
     """The prefix-tuning model of `config.architecture` (what `load_model` builds for it)."""

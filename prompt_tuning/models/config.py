@@ -34,6 +34,28 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 REMAT_POLICIES = ("none", "minimal", "full")
 POSITION_EMBEDDINGS = ("relative", "rope", "learned", "alibi")
 NORM_KINDS = ("rms", "layer")
+# Where each block's layer norms sit: "pre" normalizes a sublayer's input (T5, Llama, mBART;
+# the stacks end with a final norm); "post" normalizes after each residual sum (BART, the
+# original Transformer; no final norm).
+NORM_POSITIONS = ("pre", "post")
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationDefaults:
+  """Decoding settings a checkpoint ships (Hugging Face generation_config.json / config.json),
+  used by `LoadedModel.generate` and evaluation where the caller sets none.
+
+  num_beams: beams for method "beam" (None: the caller's default).
+  length_penalty / early_stopping: Hugging Face's beam scoring and stopping
+    (`inference.decoding.beam_search`); None: T5X's brevity penalty and exact bound.
+  no_repeat_ngram_size / min_new_tokens: `inference.constraints.Constraints` (0: off).
+  """
+
+  num_beams: Optional[int] = None
+  length_penalty: Optional[float] = None
+  early_stopping: Any = None
+  no_repeat_ngram_size: int = 0
+  min_new_tokens: int = 0
 # Rotary scaling schemes understood by `models.rope` (Hugging Face's `rope_type` names).
 ROPE_TYPES = ("default", "linear", "llama3")
 # Per-layer attention kinds (Hugging Face's `layer_types` names): "sliding_attention" layers hide
@@ -77,6 +99,14 @@ class ModelConfig:
       several ids; generation stops at any of them).
     max_position_embeddings: the context length the checkpoint was trained for (the learned
       position table's rows without position_offset; informational otherwise).
+    norm_position: "pre" or "post" (see NORM_POSITIONS); the parameter names stay the same
+      (a post-norm block's `pre_attention_layer_norm` normalizes after the attention residual).
+    final_logits_bias: the output projection adds a frozen per-token bias
+      `decoder/final_logits_bias` [vocab] (BART's buffer).
+    decoder_start_token_id: the token an encoder-decoder's decoder starts from (T5: 0, BART: 2).
+    forced_bos_token_id / forced_eos_token_id: generation forces this first / last token
+      (BART); None: none.
+    generation_defaults: the checkpoint's decoding settings (`GenerationDefaults`).
 
   Gemma-style fields (defaults: off, so T5 / Llama trees and numbers are unchanged):
     embedding_scale: token embeddings are multiplied by this (cast to the activation dtype, as
@@ -135,6 +165,12 @@ class ModelConfig:
   position_offset: int = 0
   norm_kind: NormKind = "rms"
   embedding_norm: bool = False
+  norm_position: str = "pre"
+  final_logits_bias: bool = False
+  decoder_start_token_id: int = 0
+  forced_bos_token_id: Optional[int] = None
+  forced_eos_token_id: Optional[int] = None
+  generation_defaults: GenerationDefaults = GenerationDefaults()
   embedding_scale: float = 1.0
   norm_scale_offset: float = 0.0
   qk_norm: bool = False
@@ -165,6 +201,9 @@ class ModelConfig:
                        "(the rows of the position table, without position_offset).")
     if self.position_offset < 0:
       raise ValueError(f"ModelConfig.position_offset={self.position_offset}; use an offset >= 0.")
+    if self.norm_position not in NORM_POSITIONS:
+      raise ValueError(f"ModelConfig.norm_position={self.norm_position!r}; use one of "
+                       f"{NORM_POSITIONS}.")
     kv_heads = self.kv_heads
     if kv_heads < 1 or self.num_heads % kv_heads:
       raise ValueError(f"ModelConfig: num_heads={self.num_heads} must be a multiple of "

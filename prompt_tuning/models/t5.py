@@ -1,4 +1,5 @@
-"""T5 encoder-decoder (T5 1.0, T5 1.1, mT5) with T5X's call signature and decoding seams."""
+"""Encoder-decoders (T5 1.0, T5 1.1, mT5; BART, mBART) with T5X's call signature and decoding
+seams."""
 
 from __future__ import annotations
 
@@ -11,24 +12,30 @@ import jax.numpy as jnp
 from prompt_tuning.models.attention import attention_mask, causal_mask
 from prompt_tuning.models.config import T5Config
 from prompt_tuning.models.layers import Embed
-from prompt_tuning.models.transformer import Decoder, DecoderCache, Encoder
+from prompt_tuning.models.transformer import (Decoder, DecoderCache, Encoder, real_tokens,
+                                              scaled_embed)
 
 
-def decoder_self_mask(decoder_target_tokens_BS: Optional[jax.Array], length: int) -> jax.Array:
-  """T5X decoder mask [batch|1, 1, S, S]: causal, and padding from the targets when given."""
+def decoder_self_mask(decoder_target_tokens_BS: Optional[jax.Array], length: int,
+                      config: Optional[T5Config] = None) -> jax.Array:
+  """T5X decoder mask [batch|1, 1, S, S]: causal, and padding from the targets when given
+  (token 0 for T5, else `config`'s pad id)."""
   positions = jnp.arange(length)
   mask = causal_mask(positions, positions)
   if decoder_target_tokens_BS is not None:
-    valid_BS = decoder_target_tokens_BS > 0
+    valid_BS = (decoder_target_tokens_BS > 0 if config is None else
+                real_tokens(config, decoder_target_tokens_BS))
     mask = mask & attention_mask(valid_BS, valid_BS)
   return mask
 
 
 class EncoderDecoder(nn.Module):
-  """T5 encoder-decoder. Parameters: `token_embedder`, `encoder/...`, `decoder/...`.
+  """Encoder-decoder (T5, BART, mBART). Parameters: `token_embedder`, `encoder/...`,
+  `decoder/...`.
 
   Seams for prompt methods: `embed`, `encode_embedded`, `decode_embedded`, and cached decoding
-  through `init_decode_cache` + `decode_step`.
+  through `init_decode_cache` + `decode_step`. Padding: token id 0 for T5, the config's pad id
+  for other families (`token_validity`).
   """
 
   config: T5Config
@@ -48,8 +55,12 @@ class EncoderDecoder(nn.Module):
     return Decoder(self.config, shared_embedding=self.token_embedder)
 
   def embed(self, tokens_BT: jax.Array) -> jax.Array:
-    """Token ids [batch, T] -> embeddings [batch, T, embed]."""
-    return self.token_embedder(tokens_BT)
+    """Token ids [batch, T] -> embeddings [batch, T, embed] (times `embedding_scale`)."""
+    return scaled_embed(self.config, self.token_embedder, tokens_BT)
+
+  def token_validity(self, tokens_BT: jax.Array) -> jax.Array:
+    """bool [batch, T]: the real (non-padding) token positions."""
+    return real_tokens(self.config, tokens_BT)
 
   def encode_embedded(self, embedded_BTD: jax.Array, mask_BT: jax.Array,
                       enable_dropout: bool = False, **encoder_kwargs) -> jax.Array:
@@ -57,9 +68,9 @@ class EncoderDecoder(nn.Module):
     return self.encoder(embedded_BTD, mask_BT, deterministic=not enable_dropout, **encoder_kwargs)
 
   def encode(self, encoder_input_tokens: jax.Array, enable_dropout: bool = False) -> jax.Array:
-    """Token ids [batch, T] (0 = padding) -> encoded [batch, T, embed]."""
-    return self.encode_embedded(self.embed(encoder_input_tokens), encoder_input_tokens > 0,
-                                enable_dropout)
+    """Token ids [batch, T] (padding: `token_validity`) -> encoded [batch, T, embed]."""
+    return self.encode_embedded(self.embed(encoder_input_tokens),
+                                self.token_validity(encoder_input_tokens), enable_dropout)
 
   def encode_with_mask(self, encoder_input_tokens: jax.Array,
                        enable_dropout: bool = False) -> tuple[jax.Array, jax.Array]:
@@ -67,7 +78,8 @@ class EncoderDecoder(nn.Module):
 
     S = T here; models that add positions (a prompt) return their longer encoding and mask.
     """
-    return self.encode(encoder_input_tokens, enable_dropout), encoder_input_tokens > 0
+    return (self.encode(encoder_input_tokens, enable_dropout),
+            self.token_validity(encoder_input_tokens))
 
   def decode_embedded(self, encoded_BTD: jax.Array, encoder_mask_BT: jax.Array,
                       decoder_embedded_BSD: jax.Array,
@@ -78,12 +90,12 @@ class EncoderDecoder(nn.Module):
     With `return_hidden`: the final hidden states [batch, S, embed] instead (see `project_hidden`).
     """
     length = decoder_embedded_BSD.shape[1]
-    self_mask = decoder_self_mask(decoder_target_tokens, length)
+    self_mask = decoder_self_mask(decoder_target_tokens, length, self.config)
     encoder_valid_BT = encoder_mask_BT > 0
     if decoder_target_tokens is None:
       query_valid_BS = jnp.ones(decoder_embedded_BSD.shape[:2], bool)
     else:
-      query_valid_BS = decoder_target_tokens > 0
+      query_valid_BS = self.token_validity(decoder_target_tokens)
     cross_mask = attention_mask(query_valid_BS, encoder_valid_BT)
     return self.decoder(decoder_embedded_BSD, self_mask, encoded_BTD, cross_mask,
                         deterministic=not enable_dropout, return_hidden=return_hidden)

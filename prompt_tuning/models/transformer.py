@@ -33,7 +33,7 @@ from prompt_tuning.models import alibi
 from prompt_tuning.models.attention import (KVCache, KVPrefix, MultiHeadAttention, causal_mask,
                                             heads_major, mask_to_bias)
 from prompt_tuning.models.config import ModelConfig
-from prompt_tuning.models.layers import NORMS, Dense, Embed, MlpBlock
+from prompt_tuning.models.layers import NORMS, Dense, Embed, MlpBlock, param_with_axes
 from prompt_tuning.models.relpos import RelativePositionBias
 
 T5Config = ModelConfig  # Older name, kept for code written against it.
@@ -81,6 +81,42 @@ def _norm(config: ModelConfig) -> nn.Module:
                         scale_offset=config.norm_scale_offset)
   return NORMS[config.norm_kind](epsilon=config.layer_norm_epsilon,
                                  dtype=config.activation_dtype)
+
+
+def scaled_embed(config: ModelConfig, embedder: Embed, tokens_BT: jax.Array) -> jax.Array:
+  """Token ids [batch, T] -> embeddings [batch, T, embed] times `config.embedding_scale` (cast
+  to the activation dtype first, as Hugging Face's scaled embeddings do: Gemma, mBART)."""
+  embedded_BTD = embedder(tokens_BT)
+  if config.embedding_scale != 1.0:
+    scale = jnp.asarray(config.embedding_scale, jnp.float32).astype(embedded_BTD.dtype)
+    embedded_BTD = embedded_BTD * scale
+  return embedded_BTD
+
+
+def real_tokens(config: ModelConfig, tokens_BT: jax.Array) -> jax.Array:
+  """bool [B, T]: the real (non-padding) positions of encoder-decoder token ids: T5 pads with
+  0; other families with their pad id (none: every position is real)."""
+  if config.zero_is_padding:
+    return tokens_BT > 0
+  if config.pad_token_id is None:
+    return jnp.ones(tokens_BT.shape, bool)
+  return tokens_BT != config.pad_token_id
+
+
+def _residual(config: ModelConfig, norm: nn.Module, x_BTD: jax.Array,
+              sublayer: Callable[[jax.Array], jax.Array]) -> jax.Array:
+  """x + sublayer(norm(x)) (pre-norm), or norm(x + sublayer(x)) (post-norm, BART).
+
+  `sublayer` includes the residual branch's dropout.
+  """
+  if config.norm_position == "post":
+    return norm(x_BTD + sublayer(x_BTD))
+  return x_BTD + sublayer(norm(x_BTD))
+
+
+def _final_norm(config: ModelConfig) -> Optional[nn.Module]:
+  """A stack's final norm; post-norm stacks have none (their last layer ends normalized)."""
+  return _norm(config) if config.norm_position == "pre" else None
 
 
 def _mlp(config: ModelConfig) -> MlpBlock:
@@ -201,12 +237,17 @@ class EncoderLayer(nn.Module):
   def __call__(self, x_BTD: jax.Array, bias_BNTT: jax.Array, deterministic: bool,
                prefix: Optional[KVPrefix] = None,
                positions_BT: Optional[jax.Array] = None) -> jax.Array:
-    h_BTD = self.pre_attention_layer_norm(x_BTD)
-    h_BTD, _ = self.attention(h_BTD, h_BTD, bias_BNTT, deterministic=deterministic, prefix=prefix,
-                              positions_BT=positions_BT)
-    x_BTD = x_BTD + self.dropout(h_BTD, deterministic=deterministic)
-    h_BTD = self.mlp(self.pre_mlp_layer_norm(x_BTD), deterministic=deterministic)
-    return x_BTD + self.dropout(h_BTD, deterministic=deterministic)
+    def attend(h_BTD):
+      h_BTD, _ = self.attention(h_BTD, h_BTD, bias_BNTT, deterministic=deterministic,
+                                prefix=prefix, positions_BT=positions_BT)
+      return self.dropout(h_BTD, deterministic=deterministic)
+
+    def mlp(h_BTD):
+      return self.dropout(self.mlp(h_BTD, deterministic=deterministic),
+                          deterministic=deterministic)
+
+    x_BTD = _residual(self.config, self.pre_attention_layer_norm, x_BTD, attend)
+    return _residual(self.config, self.pre_mlp_layer_norm, x_BTD, mlp)
 
 
 class DecoderLayer(nn.Module):
@@ -258,22 +299,31 @@ class DecoderLayer(nn.Module):
                cache_write_mask_BS: Optional[jax.Array] = None,
                positions_BS: Optional[jax.Array] = None
                ) -> tuple[jax.Array, Optional[KVCache]]:
-    h_BSD = self.pre_self_attention_layer_norm(y_BSD)
-    h_BSD, cache = self.self_attention(h_BSD, h_BSD, self_bias_BNSS, deterministic=deterministic,
-                                       cache=cache, cache_index=cache_index, prefix=self_prefix,
-                                       cache_write_mask_BT=cache_write_mask_BS,
-                                       positions_BT=positions_BS)
-    h_BSD = self._post_norm("post_self_attention_layer_norm", h_BSD)
-    y_BSD = y_BSD + self.dropout(h_BSD, deterministic=deterministic)
-    if self.cross_attention:
-      h_BSD = self.pre_cross_attention_layer_norm(y_BSD)
+    new_cache = []
+
+    def attend_self(h_BSD):
+      h_BSD, updated = self.self_attention(
+          h_BSD, h_BSD, self_bias_BNSS, deterministic=deterministic, cache=cache,
+          cache_index=cache_index, prefix=self_prefix, cache_write_mask_BT=cache_write_mask_BS,
+          positions_BT=positions_BS)
+      new_cache.append(updated)
+      h_BSD = self._post_norm("post_self_attention_layer_norm", h_BSD)
+      return self.dropout(h_BSD, deterministic=deterministic)
+
+    def attend_encoder(h_BSD):
       h_BSD, _ = self.encoder_decoder_attention(h_BSD, encoded_BTD, cross_bias_BNST,
                                                 deterministic=deterministic,
                                                 precomputed_kv=cross_kv, prefix=cross_prefix)
-      y_BSD = y_BSD + self.dropout(h_BSD, deterministic=deterministic)
-    h_BSD = self.mlp(self.pre_mlp_layer_norm(y_BSD), deterministic=deterministic)
-    h_BSD = self._post_norm("post_mlp_layer_norm", h_BSD)
-    return y_BSD + self.dropout(h_BSD, deterministic=deterministic), cache
+      return self.dropout(h_BSD, deterministic=deterministic)
+
+    def mlp(h_BSD):
+      h_BSD = self._post_norm("post_mlp_layer_norm", self.mlp(h_BSD, deterministic=deterministic))
+      return self.dropout(h_BSD, deterministic=deterministic)
+
+    y_BSD = _residual(self.config, self.pre_self_attention_layer_norm, y_BSD, attend_self)
+    if self.cross_attention:
+      y_BSD = _residual(self.config, self.pre_cross_attention_layer_norm, y_BSD, attend_encoder)
+    return _residual(self.config, self.pre_mlp_layer_norm, y_BSD, mlp), new_cache[0]
 
 
 class Encoder(nn.Module):
@@ -295,7 +345,7 @@ class Encoder(nn.Module):
     self.embedding_norm = _embedding_norm(self.config)
     layer_cls = _rematerialized(EncoderLayer, self.config, deterministic_argnum=3)
     self.layers = [layer_cls(self.config) for _ in range(self.config.num_encoder_layers)]
-    self.encoder_norm = _norm(self.config)
+    self.encoder_norm = _final_norm(self.config)
     self.dropout = _dropout(self.config)
 
   def __call__(self, embedded_BTD: jax.Array, mask_BT: jax.Array, deterministic: bool = True,
@@ -328,7 +378,9 @@ class Encoder(nn.Module):
         x_BTD = layer_inputs_fn(index, x_BTD, 0)
       prefix = prefixes[index] if prefixes is not None else None
       x_BTD = layer(x_BTD, bias_BNTT, deterministic, prefix, positions_BT)
-    return self.dropout(self.encoder_norm(x_BTD), deterministic=deterministic)
+    if self.encoder_norm is not None:
+      x_BTD = self.encoder_norm(x_BTD)
+    return self.dropout(x_BTD, deterministic=deterministic)
 
 
 @flax.struct.dataclass
@@ -385,34 +437,34 @@ class Decoder(nn.Module):
     self.layers = [layer_cls(config, cross_attention=self.cross_attention,
                              sliding=config.is_sliding_layer(index))
                    for index in range(config.num_decoder_layers)]
-    self.decoder_norm = _norm(config)
+    self.decoder_norm = _final_norm(config)
     self.dropout = _dropout(config)
     if not config.logits_via_embedding:
       self.logits_dense = Dense(config.vocab_size, ("embed", "vocab"), config.activation_dtype)
+    if config.final_logits_bias:
+      self.final_logits_bias = param_with_axes(self, "final_logits_bias", nn.initializers.zeros,
+                                               (config.vocab_size,), ("vocab",))
 
   @property
   def embedder(self) -> Embed:
     return self.shared_embedding if self.shared_embedding is not None else self.token_embedder
 
   def embed(self, tokens_BS: jax.Array) -> jax.Array:
-    """Embeds decoder tokens [batch, S] -> [batch, S, embed] (times `config.embedding_scale`,
-    cast to the activation dtype first, as Hugging Face's scaled embeddings do)."""
-    embedded_BSD = self.embedder(tokens_BS)
-    if self.config.embedding_scale != 1.0:
-      scale = jnp.asarray(self.config.embedding_scale, jnp.float32).astype(embedded_BSD.dtype)
-      embedded_BSD = embedded_BSD * scale
-    return embedded_BSD
+    """Embeds decoder tokens [batch, S] -> [batch, S, embed] (`scaled_embed`)."""
+    return scaled_embed(self.config, self.embedder, tokens_BS)
 
   def final_hidden(self, y_BSD: jax.Array, deterministic: bool) -> jax.Array:
     """Last layer's output [.., S, embed] -> final layer norm + dropout (the projection's input)."""
-    return self.dropout(self.decoder_norm(y_BSD), deterministic=deterministic)
+    if self.decoder_norm is not None:
+      y_BSD = self.decoder_norm(y_BSD)
+    return self.dropout(y_BSD, deterministic=deterministic)
 
   def project(self, hidden_BSD: jax.Array) -> jax.Array:
     """Output projection of final hidden states [.., embed] -> logits [.., vocab] float32.
 
     T5 1.1 / untied LLMs: the separate `logits_dense` kernel; tied heads: the shared embedding,
-    scaled by 1/sqrt(embed) for T5 1.0 (`rescale_tied_logits`); then cap * tanh(logits / cap)
-    with `config.final_logit_softcapping`.
+    scaled by 1/sqrt(embed) for T5 1.0 (`rescale_tied_logits`); BART adds `final_logits_bias`;
+    then cap * tanh(logits / cap) with `config.final_logit_softcapping`.
     """
     if self.config.logits_via_embedding:
       logits = self.embedder.attend(hidden_BSD)
@@ -420,6 +472,8 @@ class Decoder(nn.Module):
         logits = logits / jnp.sqrt(jnp.float32(hidden_BSD.shape[-1]))
     else:
       logits = self.logits_dense(hidden_BSD).astype(jnp.float32)
+    if self.config.final_logits_bias:
+      logits = logits + self.final_logits_bias.astype(jnp.float32)
     cap = self.config.final_logit_softcapping
     if cap is not None:
       logits = jnp.tanh(logits / jnp.float32(cap)) * jnp.float32(cap)

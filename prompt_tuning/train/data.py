@@ -285,7 +285,8 @@ def feature_converter(model: Any, prompt_length: int = 0, pack: bool = False, *,
 
   T5 family: seqio's encoder-decoder / prefix-LM decoder features (token 0 is padding).
   Decoder-only LLM families: causal-LM features with an attention mask, starting with BOS
-  when the `task`'s vocabulary adds one.
+  when the `task`'s vocabulary adds one. Other encoder-decoders (BART): seq2seq features padded
+  with the model's pad id, decoding from its decoder start token.
   """
   architecture = model if isinstance(model, str) else model.architecture
   if architecture == "decoder_only":
@@ -293,6 +294,10 @@ def feature_converter(model: Any, prompt_length: int = 0, pack: bool = False, *,
       return feature_converters.PromptDecoderFeatureConverter(prompt_length=prompt_length,
                                                               pack=pack)
     return feature_converters.PromptCausalLMFeatureConverter(
+        prompt_length=prompt_length, bos_id=task_bos_id(task, module), pack=pack)
+  if not isinstance(model, str) and not model.zero_is_padding:
+    return feature_converters.PromptSeq2SeqFeatureConverter(
+        pad_id=model.pad_token_id, decoder_start_id=model.decoder_start_token_id,
         prompt_length=prompt_length, bos_id=task_bos_id(task, module), pack=pack)
   return feature_converters.PromptEncDecFeatureConverter(prompt_length=prompt_length, pack=pack)
 

@@ -243,10 +243,13 @@ def predict_batch(module: nn.Module, params: Any, batch: Batch, config: DecodeCo
   keys/values, reused instead of recomputed in the prefill.
   """
   max_length = config.max_decode_length or batch["decoder_target_tokens"].shape[1]
-  options = dict(method=config.method, max_decode_length=int(max_length),
-                 num_beams=config.num_beams, alpha=float(config.alpha),
-                 temperature=float(config.temperature), top_k=int(config.top_k),
-                 top_p=float(config.top_p), eos_id=eos_option(module.config))
+  # The checkpoint's own decoding settings (BART's length penalty, no-repeat n-grams, forced
+  # tokens) apply; the decode config picks the method and the beam count.
+  options = api.decoding_options(
+      module.config, method=config.method, max_decode_length=int(max_length),
+      num_beams=config.num_beams, alpha=float(config.alpha),
+      temperature=float(config.temperature), top_k=int(config.top_k), top_p=float(config.top_p),
+      eos_id=eos_option(module.config))
   rng = jax.random.PRNGKey(0) if rng is None else rng
   slots_BK = _slots(module, batch).get("prompt_slots")
   if is_decoder_only(module):

@@ -55,6 +55,8 @@ class TensorName:
 
   `aliases` are other names some writers store the same tensor under (tried in order).
   `fused` says which part of a fused Hugging Face tensor the variable is (None: all of it).
+  `hf_dims`: the Hugging Face shape when it differs from ours by a reshape (BART's
+  `final_logits_bias` [1, vocab] is our [vocab]).
   """
 
   path: str
@@ -63,12 +65,15 @@ class TensorName:
   transpose: bool = False
   aliases: tuple[str, ...] = ()
   fused: Optional[FusedPart] = None
+  hf_dims: Optional[tuple[int, ...]] = None
 
   @property
   def hf_shape(self) -> tuple[int, ...]:
     """Shape of the Hugging Face tensor (the whole fused tensor for a part)."""
     if self.fused is not None:
       return self.fused.hf_shape
+    if self.hf_dims is not None:
+      return self.hf_dims
     return self.shape[::-1] if self.transpose else self.shape
 
   @property
@@ -80,6 +85,8 @@ class TensorName:
     """Our variable from the Hugging Face tensor [*hf_shape]."""
     if self.fused is not None:
       value = self.fused.take(value).reshape(self.layout_shape)
+    elif self.hf_dims is not None:
+      value = value.reshape(self.layout_shape)
     return value.T if self.transpose else value
 
 
@@ -160,4 +167,4 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> ModelConfig:
 
 # Families, registered on import (explicitly, in one place).
 from prompt_tuning.models.families import (  # noqa: E402,F401
-    t5, llama, mistral, qwen2, gemma3, gpt2, bloom)
+    t5, llama, mistral, qwen2, gemma3, gpt2, bloom, bart)
