@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_tuning import checkpoints, prompts
+from prompt_tuning import checkpoints, gin_stack, prompts
 from prompt_tuning.checkpoints import tree
 from prompt_tuning.inference import decoding  # noqa: F401  (api.decoding: the older path)
 # Generation and parameter-tree helpers, importable from here as before.
@@ -29,8 +29,8 @@ from prompt_tuning.models import ModelConfig, build_model
 T5Config = ModelConfig  # Older name, kept for code written against it.
 EOS_ID = 1  # T5's; other families' come from their config (`ModelConfig.eos_token_ids`).
 # Macros that, passed as bindings, override a config read from a checkpoint.
-CHECKPOINT_CONFIG_OVERRIDES = {"ACTIVATION_DTYPE": "dtype", "DROPOUT_RATE": "dropout_rate",
-                               "REMAT_POLICY": "remat_policy"}
+CHECKPOINT_CONFIG_OVERRIDES = dict(zip(gin_stack.CHECKPOINT_CONFIG_MACROS,
+                                       ("dtype", "dropout_rate", "remat_policy")))
 
 
 class ModelConfigError(ValueError):

@@ -127,8 +127,11 @@ def display_name(path: str) -> str:
 # Macros the commands read themselves (the command-line file route: a task from TRAIN_FILE /
 # VALIDATION_FILE / TEST_FILE with the model's tokenizer; see `cli._register_file_route`).
 FILE_MACROS = ("TRAIN_FILE", "VALIDATION_FILE", "TEST_FILE")
+# Macros that, on the command line, override a model config read from a checkpoint (no model
+# gin file reads them then; `api.CHECKPOINT_CONFIG_OVERRIDES` maps them to config fields).
+CHECKPOINT_CONFIG_MACROS = ("ACTIVATION_DTYPE", "DROPOUT_RATE", "REMAT_POLICY")
 COMMAND_MACROS = FILE_MACROS + ("INPUT_TEMPLATE", "TARGET_COLUMN", "TARGET_TEMPLATE",
-                                "FILE_FORMAT", "CLASS_LABELS")
+                                "FILE_FORMAT", "CLASS_LABELS") + CHECKPOINT_CONFIG_MACROS
 
 
 @dataclasses.dataclass

@@ -181,3 +181,11 @@ def test_learning_rate_schedules():
   assert float(rsqrt(jnp.asarray(10))) == pytest.approx(2.0 / np.sqrt(100))
   with pytest.raises(optim.ScheduleError, match="'cosine', 'rsqrt'"):
     optim.make_schedule("exponential", 0.3)
+
+
+def test_checkpoint_config_overrides_pass_the_typo_guard_without_a_model_file():
+  # No models/*.gin: the sizes come from the checkpoint and these bindings override its config.
+  stack = gin_stack.read_stack(["architectures/prompt_tuning.gin", "runs/prompt_finetune.gin"],
+                               _bindings(DROPOUT_RATE="0.2", ACTIVATION_DTYPE="'bfloat16'",
+                                         REMAT_POLICY="'full'"))
+  stack.check()
