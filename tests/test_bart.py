@@ -266,6 +266,7 @@ def test_export_to_hugging_face_round_trips(tmp_path):
                                   err_msg=path)
 
 
+@pytest.mark.slow
 def test_strings_in_text_out():
   model = prompt_tuning.load_model(checkpoint=BART)
   tokens = model.encode_inputs(["the city market", "news"])
