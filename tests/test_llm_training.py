@@ -1,4 +1,5 @@
-"""Prompt learning on a Llama-family checkpoint through the CLI, with no size macro in gin."""
+"""Prompt learning on a Llama-family or Gemma 3 checkpoint through the CLI, with no size macro in
+gin."""
 
 from __future__ import annotations
 
@@ -13,28 +14,36 @@ from prompt_tuning import api, cli
 from prompt_tuning.checkpoints import tree
 from prompt_tuning.data import file_tasks, tokenizer_vocab
 from prompt_tuning.train import __main__ as train_main
-from tiny_llms import write_tiny_llama
+from tiny_llms import write_tiny_llm
 
 TASK = "llm_training_test_sentiment"
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-  """A tiny Llama directory and a sentiment task tokenized with its own tokenizer."""
-  folder = tmp_path_factory.mktemp("llm_training")
-  model_dir = write_tiny_llama(folder / "llama", seed=1)
+def _workspace(folder, family: str, task: str):
+  """A tiny `family` directory and a sentiment task `task` tokenized with its own tokenizer."""
+  model_dir = write_tiny_llm(folder / family, family, seed=1)
   train, dev = write_sentiment_tsvs(folder)
   file_tasks.register_file_task(
-      TASK, train_path=train, validation_path=dev, input_template="Review: {text} Sentiment:",
+      task, train_path=train, validation_path=dev, input_template="Review: {text} Sentiment:",
       label_names=("negative", "positive"), metrics=("accuracy",),
       vocabulary=tokenizer_vocab.model_vocabulary(model_dir))
-  return folder, model_dir
+  return folder, model_dir, task
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+  return _workspace(tmp_path_factory.mktemp("llm_training"), "llama", TASK)
+
+
+@pytest.fixture(scope="module")
+def gemma3_workspace(tmp_path_factory):
+  return _workspace(tmp_path_factory.mktemp("gemma3_training"), "gemma3", TASK + "_gemma3")
 
 
 def _train(workspace, run_dir, *extra, gin_file="architectures/prompt_tuning.gin"):
-  folder, model_dir = workspace
+  folder, model_dir, task = workspace
   argv = ["train", f"--gin_file={gin_file}", "--gin_file=runs/prompt_finetune.gin",
-          f"--gin.MODEL_DIR='{run_dir}'", f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
+          f"--gin.MODEL_DIR='{run_dir}'", f"--gin.MIXTURE_OR_TASK_NAME='{task}'",
           "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}",
           f"--gin.INITIAL_CHECKPOINT_PATH='{model_dir}'", "--gin.BATCH_SIZE=8",
           "--gin.LOG_PERIOD=1", "--gin.EVAL_PERIOD=None", *extra]
@@ -47,8 +56,10 @@ def _losses(run_dir) -> list[float]:
   return [r["loss"] for r in records if r["split"] == "train"]
 
 
-def test_prompt_tuning_a_llama_directory_lowers_the_loss(workspace, tmp_path):
-  _, model_dir = workspace
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_prompt_tuning_a_directory_lowers_the_loss(request, family, tmp_path):
+  workspace = request.getfixturevalue("workspace" if family == "llama" else "gemma3_workspace")
+  _, model_dir, _ = workspace
   result = _train(workspace, tmp_path / "run", "--gin.TRAIN_STEPS=8", "--gin.LEARNING_RATE=1.0",
                   "--gin.PROMPT_LENGTH=4")
   losses = _losses(tmp_path / "run")
@@ -72,7 +83,7 @@ def test_prefix_tuning_a_llama_directory_runs(workspace, tmp_path):
 def test_own_files_from_the_command_line_with_the_models_tokenizer(workspace, tmp_path):
   """TRAIN_FILE / VALIDATION_FILE / INPUT_TEMPLATE / CLASS_LABELS: no Python task module; the
   vocabulary is the checkpoint's; evaluation scores the labels (rank classification)."""
-  folder, model_dir = workspace
+  folder, model_dir, _ = workspace
   argv = ["train", "--gin_file=architectures/prompt_tuning.gin",
           "--gin_file=runs/prompt_finetune.gin", f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
           f"--gin.TRAIN_FILE='{folder / 'train.tsv'}'",
