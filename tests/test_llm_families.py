@@ -167,3 +167,25 @@ def test_parameters_have_logical_axes_and_frozen_dtype():
   assert layer["key"]["bias"] == ("joined_kv",)
   dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves(model.params)}
   assert dtypes == {np.dtype("bfloat16")}
+
+
+@pytest.mark.parametrize("prefix", ["language_model.model.", "model.language_model."])
+def test_gemma3_text_of_a_multimodal_checkpoint(tmp_path, prefix):
+  """A "gemma3" (image-text) checkpoint: its text_config and language-model tensors read as the
+  text model (transformers 4 / 5 tensor prefixes); the vision tower and projector are skipped."""
+  source = FIXTURES / "hf_gemma3_tiny"
+  text = json.loads((source / "config.json").read_text())
+  config = {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
+            "text_config": text, "vision_config": {"model_type": "siglip_vision_model"}}
+  (tmp_path / "config.json").write_text(json.dumps(config))
+  raw = safetensors.numpy.load_file(str(source / "model.safetensors"))
+  renamed = {prefix + name[len("model."):]: value for name, value in raw.items()}
+  vision = "model.vision_tower." if prefix.startswith("model.") else "vision_tower."
+  renamed[vision + "vision_model.post_layernorm.weight"] = np.ones(4, np.float32)
+  renamed["multi_modal_projector.mm_input_projection_weight"] = np.ones((4, 48), np.float32)
+  safetensors.numpy.save_file(renamed, str(tmp_path / "model.safetensors"))
+  model = prompt_tuning.load_model(checkpoint=tmp_path)
+  golden = _golden("hf_gemma3_tiny")
+  mask = golden["attention_mask"]
+  logits = np.asarray(model.logits(golden["input_ids"], attention_mask=mask))
+  np.testing.assert_allclose(logits[mask > 0], golden["logits"][mask > 0], atol=1e-4)

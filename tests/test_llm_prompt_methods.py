@@ -156,3 +156,23 @@ def test_after_bos_placement_puts_the_prompt_after_bos_only(checkpoint):
   assert np.abs(np.asarray(after.logits(with_bos)) - np.asarray(prefix.logits(with_bos))).max() > 1e-3
   with pytest.raises(ValueError, match="placement 'prefix'"):
     prompt_cache.build_prompt_cache(after.module, after.params)
+
+
+def test_class_label_rows_are_the_models_embedded_tokens(tmp_path):
+  """Gemma 3 scales embeddings by sqrt(d): a class-label row starts as the mean of what the model
+  feeds for the label's tokens (PEFT's text init does the same), not the raw table rows."""
+  from prompt_tuning.data import tokenizer_vocab
+  checkpoint = write_tiny_llm(tmp_path / "gemma3", "gemma3", seed=2)
+  vocabulary = tokenizer_vocab.model_vocabulary(checkpoint)
+  model = prompt_tuning.load_model(
+      ["architectures/prompt_tuning.gin", "prompts/from_class_labels.gin"],
+      ["PROMPT_LENGTH=3", "CLASS_LABELS=['good', 'bad']", "SAMPLED_VOCAB_SIZE=500"],
+      checkpoint=checkpoint,
+      vocabulary=vocabulary, seed=5)
+  assert model.config.embedding_scale == pytest.approx(32 ** 0.5)
+  prompt = np.asarray(model.prompt_params["decoder"]["prompt"]["prompt"]["prompt"])
+  table = np.asarray(model.params["decoder"]["token_embedder"]["embedding"])
+  for row, label in enumerate(["good", "bad"]):
+    ids = vocabulary.encode(label)
+    np.testing.assert_allclose(prompt[row], table[ids].mean(0) * np.float32(32 ** 0.5),
+                               rtol=1e-6)
