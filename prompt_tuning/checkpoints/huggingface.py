@@ -156,8 +156,8 @@ def params_from_named_tensors(names: Iterable[str], get: Callable[[str], np.ndar
           f"checkpoint tensor {name!r} has shape {list(value.shape)}, expected "
           f"{list(t.hf_shape)} for our '{t.path}' {list(t.shape)} (in {source}); check the "
           "config sizes (vocab_size, hidden size, heads, head_dim, intermediate size).")
-    value = value.T if t.transpose else value
-    flat[t.path] = np.ascontiguousarray(value.astype(dtype))
+    value = value.astype(dtype, copy=False)
+    flat[t.path] = np.ascontiguousarray(value.T if t.transpose else value)
     unused.discard(name)
     if t.path.endswith("token_embedder/embedding"):
       embedding_name = name
