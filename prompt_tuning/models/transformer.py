@@ -1,8 +1,9 @@
 """Encoder and decoder stacks: pre-norm residual blocks (RMS norm), configured per family.
 
-One stack serves T5 and the Llama-family LLMs; `ModelConfig` says what differs (relative
-position bias or RoPE, grouped key/value heads, biases, logit scaling, sliding window, MLP
-activations, tied head). Parameter names match T5X/Flaxformer for every family: `layers_{i}`,
+One stack serves T5, the Llama-family LLMs and Gemma 3; `ModelConfig` says what differs
+(relative position bias or RoPE, grouped key/value heads, biases, logit scaling, sliding window
+on all or some layers with a per-kind rotary base, q/k norms, sandwich norms, (1 + w) norm
+weights, embedding scale, MLP activations, tied head, logit softcapping). Parameter names match T5X/Flaxformer for every family: `layers_{i}`,
 `attention` / `self_attention` / `encoder_decoder_attention`, `pre_*_layer_norm`, `mlp`,
 `relpos_bias` (T5 only), `encoder_norm`, `decoder_norm`, `logits_dense`; checkpoint readers map
 each family's own names onto them (`prompt_tuning.models.families`).
