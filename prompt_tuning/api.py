@@ -564,7 +564,7 @@ def _with_fresh_method_params(module: nn.Module, config: ModelConfig, params: di
   """Restored frozen `params` plus freshly initialised prompt-method parameters (initializers
   waiting for the model get `params`' own embedding table and `vocabulary`)."""
   if prompts.needs_model_context(prompt_config):
-    context = prompts.ModelContext.from_params(params, vocabulary)
+    context = prompts.ModelContext.from_params(params, vocabulary, config.embedding_scale)
     module = build_any_model(config, prompts.bind_model_context(prompt_config, context))
 
   def init_prompt(rng):  # Under jit, XLA drops the (unused) frozen-weight initialisation.

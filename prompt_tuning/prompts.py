@@ -42,6 +42,25 @@ def _materialize(embeddings: Embeddings) -> np.ndarray:
   return table
 
 
+class _ScaledTable:
+  """An embedding table [vocab, embed] whose rows come out multiplied by `scale` when indexed
+  (the model's embedding scale, e.g. Gemma's sqrt(embed)), without a scaled copy of it."""
+
+  def __init__(self, table: np.ndarray, scale: float):
+    self.table, self.scale = table, np.float32(scale)
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return self.table.shape
+
+  def __getitem__(self, index: Any) -> np.ndarray:
+    return self.table[index] * self.scale
+
+  def take(self, rows: jax.Array) -> jax.Array:
+    """The rows at (possibly traced) indices [n] -> [n, embed]."""
+    return jnp.asarray(self.table)[rows] * self.scale
+
+
 def _check_width(name: str, table: np.ndarray, shape: Sequence[int]) -> None:
   if len(shape) != 2 or table.shape[1] != shape[1]:
     raise ValueError(
@@ -71,13 +90,18 @@ class ModelContext:
     `token_embedder/embedding`, whatever the checkpoint format).
   vocabulary: a `seqio.Vocabulary` (anything with `encode(text) -> ids`): the task's output
     vocabulary in a training run, else the model's; None when unknown.
+  embedding_scale: what the model multiplies looked-up embeddings by (`ModelConfig.
+    embedding_scale`, e.g. sqrt(embed) for Gemma): rows initialised from the model's own table
+    are scaled alike, so a prompt starts as the model's embedded tokens (as PEFT's text init).
   """
 
   embeddings: Any
   vocabulary: Any = None
+  embedding_scale: float = 1.0
 
   @classmethod
-  def from_params(cls, params: Any, vocabulary: Any = None) -> "ModelContext":
+  def from_params(cls, params: Any, vocabulary: Any = None,
+                  embedding_scale: float = 1.0) -> "ModelContext":
     """The context of a restored parameter tree (`token_embedder/embedding`, or the decoder's)."""
     from prompt_tuning.checkpoints import tree  # Local: keeps this module's imports minimal.
     flat = tree.flatten_params(params)
@@ -87,7 +111,7 @@ class ModelContext:
           "the model has no token_embedder/embedding to initialise the prompt from: set "
           "EMBEDDING_FILE to a .npy [vocab, embed] table or a checkpoint holding one.")
     path = min(found, key=lambda p: (p.count("/"), p))  # The shared table before any other.
-    return cls(embeddings=flat[path], vocabulary=vocabulary)
+    return cls(embeddings=flat[path], vocabulary=vocabulary, embedding_scale=embedding_scale)
 
 
 class EmbeddingInitializer:
@@ -96,11 +120,13 @@ class EmbeddingInitializer:
   `embeddings=None` means the restored model's own table and `vocab=None` the run's vocabulary
   (the task's output vocabulary, else the model's); `bind(context)` fills them, as the training
   and evaluation commands and `load_model` do before initialising the prompt. Unbound, the
-  initializer serves shape inference only: it returns zeros of the requested shape.
+  initializer serves shape inference only: it returns zeros of the requested shape. Rows taken
+  from the model's own table are multiplied by its embedding scale (`ModelContext`).
   """
 
   name = "embedding initializer"
   uses_vocab = False
+  embedding_scale = 1.0
 
   def __init__(self, embeddings: Optional[Embeddings], vocab: Any = None,
                initializer: Optional[Initializer] = None):
@@ -118,6 +144,7 @@ class EmbeddingInitializer:
     bound = copy.copy(self)
     if bound.embeddings is None:
       bound.embeddings = context.embeddings
+      bound.embedding_scale = context.embedding_scale
     if bound.uses_vocab and bound.vocab is None:
       if context.vocabulary is None:
         raise PromptInitError(
@@ -146,6 +173,8 @@ class EmbeddingInitializer:
       return jnp.zeros(tuple(shape), jnp.float32)
     table = _materialize(self.embeddings)
     _check_width(self.name, table, shape)
+    if self.embedding_scale != 1.0:
+      table = _ScaledTable(table, self.embedding_scale)
     return self._rows(rng, shape, table)
 
 
@@ -172,7 +201,7 @@ class _SampleOfEmbeddings(EmbeddingInitializer):
           "SAMPLED_VOCAB_SIZE.")
     replace = shape[0] > population
     rows = jax.random.choice(rng, population, (shape[0],), replace=replace)
-    return jnp.asarray(table)[rows]
+    return table.take(rows) if isinstance(table, _ScaledTable) else jnp.asarray(table)[rows]
 
 
 def from_sample_of_embeddings(embeddings: Optional[Embeddings] = None,

@@ -166,6 +166,90 @@ def _write_gguf(path: pathlib.Path, arch: str, tree: dict[str, np.ndarray], *, n
   return stored
 
 
+_GEMMA3_TINY = pathlib.Path(__file__).resolve().parent / "fixtures" / "hf_gemma3_tiny"
+# Gemma 3 GGUF tensor names <- Hugging Face's, inside a layer (llama.cpp's converter).
+_GEMMA3_GGUF_NAMES = {**_GGUF_NAMES, "post_attention_layernorm": "post_attention_norm",
+                      "pre_feedforward_layernorm": "ffn_norm",
+                      "post_feedforward_layernorm": "post_ffw_norm",
+                      "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"}
+
+
+def _write_gemma3_gguf(path: pathlib.Path) -> dict[str, np.ndarray]:
+  """tests/fixtures/hf_gemma3_tiny as llama.cpp's converter writes it (F32 tensors, Q/K rows
+  as they are, every RMS norm weight stored as w + 1); returns the Hugging Face tensors."""
+  import json
+  import safetensors.numpy
+  hf = json.loads((_GEMMA3_TINY / "config.json").read_text())
+  tensors = safetensors.numpy.load_file(str(_GEMMA3_TINY / "model.safetensors"))
+  writer = gguf.GGUFWriter(path, "gemma3")
+  writer.add_block_count(hf["num_hidden_layers"])
+  writer.add_context_length(hf["max_position_embeddings"])
+  writer.add_embedding_length(hf["hidden_size"])
+  writer.add_feed_forward_length(hf["intermediate_size"])
+  writer.add_head_count(hf["num_attention_heads"])
+  writer.add_head_count_kv(hf["num_key_value_heads"])
+  writer.add_key_length(hf["head_dim"])
+  writer.add_value_length(hf["head_dim"])
+  writer.add_layer_norm_rms_eps(hf["rms_norm_eps"])
+  writer.add_rope_freq_base(hf["rope_theta"])
+  writer.add_rope_freq_base_swa(hf["rope_local_base_freq"])
+  writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+  writer.add_rope_scaling_factor(hf["rope_scaling"]["factor"])
+  writer.add_sliding_window(hf["sliding_window"])
+  writer.add_sliding_window_pattern([(i + 1) % hf["sliding_window_pattern"] != 0
+                                     for i in range(hf["num_hidden_layers"])])
+  writer.add_final_logit_softcapping(hf["final_logit_softcapping"])
+  writer.add_tokenizer_model("gpt2")
+  writer.add_bos_token_id(hf["bos_token_id"])
+  writer.add_eos_token_id(hf["eos_token_id"])
+  for hf_name, value in tensors.items():
+    if hf_name == "model.embed_tokens.weight":
+      name = "token_embd.weight"
+    elif hf_name == "model.norm.weight":
+      name = "output_norm.weight"
+    else:
+      _, _, layer, rest = hf_name.split(".", 3)
+      module, suffix = rest.rsplit(".", 1)
+      name = f"blk.{layer}.{_GEMMA3_GGUF_NAMES[module]}.{suffix}"
+    writer.add_tensor(name, value + np.float32(1) if name.endswith("norm.weight") else value)
+  writer.write_header_to_file()
+  writer.write_kv_data_to_file()
+  writer.write_tensors_to_file()
+  writer.close()
+  return tensors
+
+
+def test_gemma3_file_reads_back_as_hugging_face(tmp_path):
+  """A Gemma 3 GGUF: Hugging Face's tensors (norms minus the stored 1, Q/K not reordered) and
+  config (local / global layers, two rotary bases, softcapping); its logits equal transformers'
+  golden once the one value the file cannot state (query_pre_attn_scalar 16, not head_dim)
+  is set."""
+  import jax
+  from prompt_tuning import api, checkpoints
+  from prompt_tuning.models import families
+  path = tmp_path / "tiny-gemma3.gguf"
+  source = _write_gemma3_gguf(path)
+  loaded = gguf_ckpt.gguf_tensors(path)
+  assert sorted(loaded) == sorted(source)
+  for name, value in source.items():
+    np.testing.assert_allclose(loaded[name], value, rtol=0, atol=1e-7, err_msg=name)
+  config = families.config_from_hf(gguf_ckpt.gguf_config(path))
+  assert config.family == "gemma3" and config.head_dim == 12 and config.logits_via_embedding
+  assert config.layer_types == ("sliding_attention", "sliding_attention", "full_attention",
+                                "sliding_attention")
+  assert (config.rope_theta, config.rope_local_theta, config.sliding_window) == (1e4, 100.0, 4)
+  assert config.rope_scaling_dict == {"rope_type": "linear", "factor": 2.0}
+  assert config.final_logit_softcapping == 5.0 and config.query_pre_attn_scalar == 12
+  config = config.replace(query_pre_attn_scalar=16.0)
+  module = api.build_any_model(config)
+  params = checkpoints.load_params(path, api.param_shapes(module, config), config)
+  golden = np.load(_GEMMA3_TINY / "golden.npz")
+  mask = golden["long_attention_mask"]
+  logits = np.asarray(jax.jit(module.apply)({"params": params}, golden["long_input_ids"],
+                                            decoder_attention_mask=mask))
+  np.testing.assert_allclose(logits[mask > 0], golden["long_logits"][mask > 0], atol=1e-4)
+
+
 def _assert_within_quantization_error(loaded: dict[str, np.ndarray],
                                       stored: dict[str, tuple[np.ndarray, Q]]) -> None:
   assert sorted(loaded) == sorted(stored)

@@ -1,8 +1,8 @@
-"""Decoder-only LLM families (Llama, Llama 3 rope scaling, Mistral, Qwen2, GPT-2, BLOOM) against
-transformers.
+"""Decoder-only LLM families (Llama, Llama 3 rope scaling, Mistral, Qwen2, Gemma 3, GPT-2, BLOOM)
+against transformers.
 
-Golden files: tests/fixtures/hf_{llama,llama3,mistral,qwen2,gpt2,bloom}_tiny/golden.npz, made by
-tools/make_llm_golden.py from tiny seeded random Hugging Face models (saved next to them).
+Golden files: tests/fixtures/hf_{llama,llama3,mistral,qwen2,gemma3,gpt2,bloom}_tiny/golden.npz,
+made by tools/make_llm_golden.py from tiny seeded random Hugging Face models (saved next to them).
 Token id 0 is a real token in these inputs: padding comes from the attention masks.
 """
 
@@ -24,8 +24,8 @@ from prompt_tuning.checkpoints import huggingface
 from prompt_tuning.models import families
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
-FAMILIES = ("hf_llama_tiny", "hf_llama3_tiny", "hf_mistral_tiny", "hf_qwen2_tiny", "hf_gpt2_tiny",
-            "hf_bloom_tiny")
+FAMILIES = ("hf_llama_tiny", "hf_llama3_tiny", "hf_mistral_tiny", "hf_qwen2_tiny",
+            "hf_gemma3_tiny", "hf_gpt2_tiny", "hf_bloom_tiny")
 
 
 def _golden(name: str) -> dict[str, np.ndarray]:
@@ -57,6 +57,38 @@ def test_configs_come_from_config_json():
   bloom = huggingface.config_from_hf(FIXTURES / "hf_bloom_tiny")
   assert (bloom.position_embedding, bloom.norm_kind, bloom.embedding_norm) == ("alibi", "layer", True)
   assert (bloom.num_heads, bloom.head_dim, bloom.mlp_dim) == (6, 8, 192)
+
+
+def test_gemma3_config_from_hub_layout():
+  """config.json in the Hub's layout: sliding_window_pattern, rope_local_base_freq, rope_scaling."""
+  gemma = huggingface.config_from_hf(FIXTURES / "hf_gemma3_tiny")
+  assert gemma.layer_types == ("sliding_attention", "sliding_attention", "full_attention",
+                               "sliding_attention")
+  assert (gemma.sliding_window, gemma.rope_theta, gemma.rope_local_theta) == (4, 1e4, 100.0)
+  assert gemma.rope_scaling_dict == {"rope_type": "linear", "factor": 2.0}
+  assert (gemma.query_pre_attn_scalar, gemma.final_logit_softcapping) == (16.0, 5.0)
+  assert gemma.embedding_scale == 48 ** 0.5 and gemma.norm_scale_offset == 1.0
+  assert gemma.qk_norm and gemma.sandwich_norms and gemma.logits_via_embedding
+  assert gemma.mlp_activations == ("gelu", "linear")
+  with pytest.raises(ValueError, match="attn_logit_softcapping=50.0"):
+    families.config_from_hf(dict(json.loads((FIXTURES / "hf_gemma3_tiny" / "config.json")
+                                            .read_text()), attn_logit_softcapping=50.0))
+
+
+def test_rope_frequencies_equal_transformers(loaded):
+  """Per layer kind: the inverse frequencies the attention layers rotate with."""
+  from prompt_tuning.models import rope
+  name, model, golden = loaded
+  config = model.config
+  kinds = {"rope_inv_freq": False, "rope_local_inv_freq": True}
+  for key, sliding in kinds.items():
+    if key not in golden:
+      continue
+    theta, scaling = config.rope_theta, config.rope_scaling_dict
+    if sliding and config.rope_local_theta is not None:
+      theta, scaling = config.rope_local_theta, {}
+    np.testing.assert_allclose(rope.inverse_frequencies(config.head_dim, theta, scaling),
+                               golden[key], rtol=1e-6, err_msg=f"{name} {key}")
 
 
 @pytest.mark.parametrize("prefix", ["", "long_"])
@@ -182,3 +214,25 @@ def test_beam_search_equals_transformers_with_its_length_penalty_and_stopping():
                           early_stopping=bool(golden["beam_early_stopping"]))
   expected = api.fill_after_eos(golden["beam_tokens"], eos, model.config.output_pad_id)
   np.testing.assert_array_equal(tokens, expected)
+
+
+@pytest.mark.parametrize("prefix", ["language_model.model.", "model.language_model."])
+def test_gemma3_text_of_a_multimodal_checkpoint(tmp_path, prefix):
+  """A "gemma3" (image-text) checkpoint: its text_config and language-model tensors read as the
+  text model (transformers 4 / 5 tensor prefixes); the vision tower and projector are skipped."""
+  source = FIXTURES / "hf_gemma3_tiny"
+  text = json.loads((source / "config.json").read_text())
+  config = {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
+            "text_config": text, "vision_config": {"model_type": "siglip_vision_model"}}
+  (tmp_path / "config.json").write_text(json.dumps(config))
+  raw = safetensors.numpy.load_file(str(source / "model.safetensors"))
+  renamed = {prefix + name[len("model."):]: value for name, value in raw.items()}
+  vision = "model.vision_tower." if prefix.startswith("model.") else "vision_tower."
+  renamed[vision + "vision_model.post_layernorm.weight"] = np.ones(4, np.float32)
+  renamed["multi_modal_projector.mm_input_projection_weight"] = np.ones((4, 48), np.float32)
+  safetensors.numpy.save_file(renamed, str(tmp_path / "model.safetensors"))
+  model = prompt_tuning.load_model(checkpoint=tmp_path)
+  golden = _golden("hf_gemma3_tiny")
+  mask = golden["attention_mask"]
+  logits = np.asarray(model.logits(golden["input_ids"], attention_mask=mask))
+  np.testing.assert_allclose(logits[mask > 0], golden["logits"][mask > 0], atol=1e-4)

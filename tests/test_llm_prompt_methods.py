@@ -1,6 +1,11 @@
-"""Every prompt method on a Llama-family model: cached decoding equals full passes, the prompt's
+"""Every prompt method on a Llama-family model and on Gemma 3 (sliding-window and full layers,
+q/k and sandwich norms, scaled embeddings): cached decoding equals full passes, the prompt's
 keys/values reused across batches, chunked loss, bfloat16 frozen weights; and on GPT-2 (learned
-positions) and BLOOM (ALiBi, embedding LayerNorm), whose prompts and prefixes take positions too."""
+positions) and BLOOM (ALiBi, embedding LayerNorm), whose prompts and prefixes take positions too.
+
+The Llama cases run by default; most Gemma 3, GPT-2 and BLOOM cases are marked slow (the default
+suite keeps those that touch what each family changes: for Gemma a prompt before the scaled token
+embeddings, prefixes in front of normalized keys, the chunked loss through the softcapped head)."""
 
 from __future__ import annotations
 
@@ -12,17 +17,31 @@ import pytest
 import prompt_tuning
 from prompt_tuning import prompt_cache
 from prompt_tuning.train import models
-from tiny_llms import write_tiny, write_tiny_llama
+from tiny_llms import write_tiny
 
-EOS = 2
 # Left-padded inputs with token 0 (a real token here) inside; padding by mask.
 TOKENS = np.array([[1, 0, 7, 9, 33], [0, 0, 1, 12, 0], [0, 0, 0, 1, 5]], np.int32)
 MASK = np.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 1, 1]], np.int32)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-  return write_tiny_llama(tmp_path_factory.mktemp("llama") / "llama", seed=2)
+FAMILIES = ("llama", "gemma3")
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def checkpoint(request, tmp_path_factory):
+  family = request.param
+  return write_tiny(tmp_path_factory.mktemp(family) / family, family, seed=2)
+
+
+def _families(gemma3_default: bool = False):
+  return [pytest.param(family, marks=() if family == "llama" or gemma3_default
+                       else pytest.mark.slow) for family in FAMILIES]
+
+
+def _cases(names, gemma3_default=()):
+  """(family, name) cases: every Llama one by default, Gemma 3's slow unless in gemma3_default."""
+  return [pytest.param(family, name, marks=() if family == "llama" or name in gemma3_default
+                       else pytest.mark.slow) for family in FAMILIES for name in names]
 
 
 @pytest.fixture(scope="module")
@@ -61,27 +80,37 @@ MULTITASK_TOKENS = np.array([[599, 0, 7, 9, 33], [0, 0, 598, 12, 0], [0, 0, 0, 5
 POSITIONS_METHODS = ("prompt_tuning", "deep_prompts", "prefix_tuning", "prefix_tuning_zero")
 
 
-def _uncached_greedy(model, row, mask_row, steps):
-  """Greedy tokens by full forward passes over the growing (unpadded) sequence."""
-  tokens, out = [int(t) for t, m in zip(row, mask_row) if m], []
+def _uncached_greedy(model, tokens, mask, steps):
+  """Greedy tokens by full forward passes over the growing sequences (real tokens moved to the
+  left, right-padded to one width so every pass has the same shape)."""
+  rows = [[int(t) for t, m in zip(row, mask_row) if m] for row, mask_row in zip(tokens, mask)]
+  width = max(len(row) for row in rows) + steps
+  out = [[] for _ in rows]
   for _ in range(steps):
-    logits = np.asarray(model.logits(np.array([tokens], np.int32)))
-    out.append(int(logits[0, -1].argmax()))
-    if out[-1] == model.config.eos_id:
-      break
-    tokens.append(out[-1])
-  return out + [model.config.output_pad_id] * (steps - len(out))
+    padded = np.zeros((len(rows), width), np.int32)
+    valid = np.zeros((len(rows), width), np.int32)
+    for i, row in enumerate(rows):
+      padded[i, :len(row)], valid[i, :len(row)] = row, 1
+    logits = np.asarray(model.logits(padded, attention_mask=valid))
+    for i, row in enumerate(rows):
+      if out[i] and out[i][-1] == model.config.eos_id:
+        continue
+      out[i].append(int(logits[i, len(row) - 1].argmax()))
+      row.append(out[i][-1])
+  return [row + [model.config.output_pad_id] * (steps - len(row)) for row in out]
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("checkpoint, method",
+                         _cases(sorted(METHODS), ("prompt_tuning", "prefix_tuning")),
+                         indirect=["checkpoint"])
 def test_cached_generation_equals_full_passes(checkpoint, method):
   model = _load(checkpoint, *METHODS[method])
   generated = model.generate(TOKENS, 4, attention_mask=MASK)
-  for row in range(len(TOKENS)):
-    assert generated[row].tolist() == _uncached_greedy(model, TOKENS[row], MASK[row], 4), row
+  assert generated.tolist() == _uncached_greedy(model, TOKENS, MASK, 4)
 
 
-@pytest.mark.parametrize("method", ["prompt_tuning", "deep_prompts"])
+@pytest.mark.parametrize("checkpoint, method", _cases(["prompt_tuning", "deep_prompts"]),
+                         indirect=["checkpoint"])
 def test_prompt_keys_values_reused_across_batches(checkpoint, method):
   model = _load(checkpoint, *METHODS[method])
   cache = prompt_cache.build_prompt_cache(model.module, model.params)
@@ -100,8 +129,7 @@ def test_positions_families_cached_generation_equals_full_passes(positions_check
                                                                              TOKENS)
   model = _load(positions_checkpoint, *spec)
   generated = model.generate(tokens, 4, attention_mask=MASK)
-  for row in range(len(tokens)):
-    assert generated[row].tolist() == _uncached_greedy(model, tokens[row], MASK[row], 4), row
+  assert generated.tolist() == _uncached_greedy(model, tokens, MASK, 4)
 
 
 @pytest.mark.parametrize("positions_checkpoint, method",
@@ -122,6 +150,7 @@ def test_positions_families_prefix_default_is_shifted(positions_checkpoint):
   test_prefix_positions_follow_peft_by_default(positions_checkpoint)
 
 
+@pytest.mark.parametrize("checkpoint", _families(False), indirect=True)
 def test_prefix_positions_follow_peft_by_default(checkpoint):
   """RoPE prefixes are "shifted" (tokens from position P) unless said otherwise."""
   shifted = _load(checkpoint, *METHODS["prefix_tuning"])
@@ -140,6 +169,7 @@ def _batch():
           "decoder_loss_weights": weights[:, 1:], "decoder_attention_mask": mask[:, :-1]}
 
 
+@pytest.mark.parametrize("checkpoint", _families(True), indirect=True)
 def test_chunked_loss_equals_plain_loss(checkpoint):
   model = _load(checkpoint, *METHODS["prompt_tuning"])
   batch = {k: jnp.asarray(v) for k, v in _batch().items()}
@@ -150,6 +180,7 @@ def test_chunked_loss_equals_plain_loss(checkpoint):
   assert float(plain.weight_sum) == 7.0
 
 
+@pytest.mark.parametrize("checkpoint", _families(False), indirect=True)
 def test_bfloat16_frozen_weights_keep_the_prompt_float32(checkpoint):
   model = prompt_tuning.load_model([METHODS["prompt_tuning"][0]], ["PROMPT_LENGTH=3"],
                                    checkpoint=checkpoint, frozen_dtype="bfloat16")
@@ -165,6 +196,7 @@ def test_bfloat16_frozen_weights_keep_the_prompt_float32(checkpoint):
                              atol=0.25)  # bfloat16 rounding of the weights; logits span ~40.
 
 
+@pytest.mark.parametrize("checkpoint", _families(False), indirect=True)
 def test_after_bos_placement_puts_the_prompt_after_bos_only(checkpoint):
   after = _load(checkpoint, *METHODS["prompt_after_bos"])
   prefix = _load(checkpoint, *METHODS["prompt_tuning"])
@@ -176,3 +208,23 @@ def test_after_bos_placement_puts_the_prompt_after_bos_only(checkpoint):
   assert np.abs(np.asarray(after.logits(with_bos)) - np.asarray(prefix.logits(with_bos))).max() > 1e-3
   with pytest.raises(ValueError, match="placement 'prefix'"):
     prompt_cache.build_prompt_cache(after.module, after.params)
+
+
+def test_class_label_rows_are_the_models_embedded_tokens(tmp_path):
+  """Gemma 3 scales embeddings by sqrt(d): a class-label row starts as the mean of what the model
+  feeds for the label's tokens (PEFT's text init does the same), not the raw table rows."""
+  from prompt_tuning.data import tokenizer_vocab
+  checkpoint = write_tiny(tmp_path / "gemma3", "gemma3", seed=2)
+  vocabulary = tokenizer_vocab.model_vocabulary(checkpoint)
+  model = prompt_tuning.load_model(
+      ["architectures/prompt_tuning.gin", "prompts/from_class_labels.gin"],
+      ["PROMPT_LENGTH=3", "CLASS_LABELS=['good', 'bad']", "SAMPLED_VOCAB_SIZE=500"],
+      checkpoint=checkpoint,
+      vocabulary=vocabulary, seed=5)
+  assert model.config.embedding_scale == pytest.approx(32 ** 0.5)
+  prompt = np.asarray(model.prompt_params["decoder"]["prompt"]["prompt"]["prompt"])
+  table = np.asarray(model.params["decoder"]["token_embedder"]["embedding"])
+  for row, label in enumerate(["good", "bad"]):
+    ids = vocabulary.encode(label)
+    np.testing.assert_allclose(prompt[row], table[ids].mean(0) * np.float32(32 ** 0.5),
+                               rtol=1e-6)

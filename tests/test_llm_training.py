@@ -1,4 +1,5 @@
-"""Prompt learning on Llama-family and BLOOM checkpoints through the CLI, with no size macro in gin."""
+"""Prompt learning on Llama-family, Gemma 3 and BLOOM checkpoints through the CLI, with no size
+macro in gin."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def workspace(tmp_path_factory):
   return _workspace(tmp_path_factory, "llama")
 
 
-@pytest.fixture(scope="module", params=["llama", "bloom"])
+@pytest.fixture(scope="module", params=["llama", "gemma3", "bloom"])
 def family_workspace(request, tmp_path_factory):
   return _workspace(tmp_path_factory, request.param)
 
@@ -67,7 +68,8 @@ def _losses(run_dir) -> list[float]:
 
 
 def test_prompt_tuning_lowers_the_loss(family_workspace, tmp_path):
-  """Llama (RoPE) and BLOOM (ALiBi, embedding LayerNorm) directories, sizes from config.json."""
+  """Llama (RoPE), Gemma 3 (local / global layers) and BLOOM (ALiBi, embedding LayerNorm)
+  directories, sizes from config.json."""
   _, model_dir, _ = family_workspace
   result = _train(family_workspace, tmp_path / "run", "--gin.TRAIN_STEPS=8",
                   "--gin.LEARNING_RATE=1.0", "--gin.PROMPT_LENGTH=4")

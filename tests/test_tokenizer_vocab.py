@@ -278,3 +278,26 @@ def test_smollm2_gguf_tokenizer():
   assert not vocab.add_bos and vocab.vocab_size == 49152
   assert vocab.token_to_id("<|endoftext|>") == 0
   assert vocab.decode(vocab.encode("<|im_start|>user\nHi<|im_end|>\nmore")) == "user\nHi"
+
+
+@pytest.mark.slow
+def test_gemma3_gguf_tokenizer_is_sentencepiece_bpe():
+  """Gemma-3-270m's 262,144-piece SentencePiece-BPE vocabulary: ids equal transformers' GGUF
+  loader on the mixed set (whitespace runs, byte fallback, control tokens), common words whole
+  (a Unigram build would split them), BOS added by default, built in seconds."""
+  import time
+  from conftest import real_asset
+  path = real_asset("gemma3-270m")
+  vocab = model_vocabulary(path)
+  start = time.perf_counter()
+  assert vocab.vocab_size == 262144
+  build_seconds = time.perf_counter() - start
+  assert build_seconds < 30, build_seconds
+  _assert_ids(vocab, _golden("gemma3_gguf"))
+  assert (vocab.bos_id, vocab.eos_id, vocab.pad_id, vocab.unk_id) == (2, 1, 0, 3)
+  assert vocab.add_bos and not vocab.add_eos
+  words = "the quick brown because government information beautiful".split()
+  assert [vocab.id_to_token(i) for i in vocab.encode(" " + " ".join(words))] == [
+      "\u2581" + w for w in words]
+  text = "Héllo  wörld\t\U0001f642 \u2028 12"
+  assert vocab.decode(vocab.encode(text)) == text

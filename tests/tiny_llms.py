@@ -20,7 +20,7 @@ BYTE_BPE = FIXTURES / "tokenizers" / "byte_bpe"
 
 # Tokenizers of the tiny models, made by tools/make_tokenizer_golden.py: BYTE_BPE above; GPT-2's
 # (601 ids, <|endoftext|> = 600 the last) and BLOOM's (600 ids; <unk>, <s>, </s>, <pad> = 0-3).
-TOKENIZERS = {"llama": BYTE_BPE, "gpt2": FIXTURES / "tokenizers" / "gpt2_bpe",
+TOKENIZERS = {"llama": BYTE_BPE, "gemma3": BYTE_BPE, "gpt2": FIXTURES / "tokenizers" / "gpt2_bpe",
               "bloom": FIXTURES / "tokenizers" / "bloom_bpe"}
 
 _COMMON = dict(architecture="decoder_only", emb_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
@@ -32,6 +32,16 @@ _TINY = {
     "llama": dict(family="llama", vocab_size=600, num_kv_heads=2,
                   mlp_activations=("silu", "linear"), position_embedding="rope",
                   bos_token_id=1, eos_token_ids=(2,), pad_token_id=0),
+    # 3-layer Gemma 3 (sliding, full, sliding; window 3) over the Llama's ids, with an untied
+    # head (a tied one greedily repeats the last token of these random weights).
+    "gemma3": dict(family="gemma3", vocab_size=600, num_kv_heads=2, num_decoder_layers=3,
+                   mlp_activations=("gelu", "linear"), position_embedding="rope",
+                   layer_norm_epsilon=1e-6, embedding_scale=32 ** 0.5, norm_scale_offset=1.0,
+                   qk_norm=True, sandwich_norms=True, query_pre_attn_scalar=16.0,
+                   sliding_window=3,
+                   layer_types=("sliding_attention", "full_attention", "sliding_attention"),
+                   rope_local_theta=100.0, logits_via_embedding=False,
+                   bos_token_id=1, eos_token_ids=(2,), pad_token_id=0),
     # GPT-2: learned positions, LayerNorm, biases, GELU (tanh) MLP.
     "gpt2": dict(family="gpt2", vocab_size=601, mlp_activations=("gelu",), mlp_bias=True,
                  attention_bias=True, attention_out_bias=True, position_embedding="learned",
@@ -45,7 +55,7 @@ _TINY = {
 
 
 def tiny_config(family: str = "llama", **changes) -> ModelConfig:
-  """A 2-layer model of `family` ("llama", "gpt2", "bloom") over its tiny tokenizer's ids."""
+  """A tiny model of `family` ("llama", "gemma3", "gpt2", "bloom") over its tokenizer's ids."""
   return ModelConfig(**{**_COMMON, **_TINY[family]}).replace(**changes)
 
 
@@ -56,7 +66,8 @@ def tiny_llama_config(**changes) -> ModelConfig:
 
 def write_tiny(folder: pathlib.Path, family: str = "llama", seed: int = 0,
                **changes) -> pathlib.Path:
-  """A Hugging Face directory (config.json, model.safetensors, tokenizer) of random weights."""
+  """A Hugging Face directory (config.json, model.safetensors, tokenizer) of random weights of
+  the tiny model of `family` (a key of `_TINY`)."""
   config = tiny_config(family, **changes)
   params = api.init_params(build_model(config), config, jax.random.PRNGKey(seed))
   huggingface.save_hf_checkpoint(jax.device_get(params), config, folder)
@@ -66,6 +77,7 @@ def write_tiny(folder: pathlib.Path, family: str = "llama", seed: int = 0,
 
 
 def write_tiny_llama(folder: pathlib.Path, seed: int = 0, **changes) -> pathlib.Path:
+  """`write_tiny` of the tiny Llama."""
   return write_tiny(folder, "llama", seed, **changes)
 
 

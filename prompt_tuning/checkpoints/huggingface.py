@@ -161,14 +161,15 @@ def params_from_named_tensors(names: Iterable[str], get: Callable[[str], np.ndar
     if last_read is not None and last_read[0] == name:
       value = last_read[1]
     else:
-      value = get(name)
+      # Straight into the frozen dtype (no copy when it already is; a fused tensor once).
+      value = get(name).astype(dtype, copy=False)
       last_read = (name, value)
     if tuple(value.shape) != t.hf_shape:
       raise ValueError(
           f"checkpoint tensor {name!r} has shape {list(value.shape)}, expected "
           f"{list(t.hf_shape)} for our '{t.path}' {list(t.shape)} (in {source}); check the "
           "config sizes (vocab_size, hidden size, heads, head_dim, intermediate size).")
-    flat[t.path] = np.ascontiguousarray(t.from_hf(value).astype(dtype))
+    flat[t.path] = np.ascontiguousarray(t.from_hf(value))
     unused.discard(name)
     if t.path.endswith("token_embedder/embedding"):
       embedding_name = name

@@ -1,12 +1,14 @@
-"""Encoder and decoder stacks: pre-norm residual blocks, configured per family.
+"""Encoder and decoder stacks: pre- or post-norm residual blocks, configured per family.
 
-One stack serves T5 and the decoder-only LLMs; `ModelConfig` says what differs (RMS norm or
-LayerNorm, relative position bias / RoPE / learned positions / ALiBi, an embedding norm, grouped
-key/value heads, biases, logit scaling, sliding window, MLP activations, tied head). Parameter
-names match T5X/Flaxformer for every family: `layers_{i}`, `attention` / `self_attention` /
-`encoder_decoder_attention`, `pre_*_layer_norm`, `mlp`, `relpos_bias` (T5 only), `encoder_norm`,
-`decoder_norm`, `logits_dense`, plus `position_embedder` (learned positions) and
-`embedding_norm`; checkpoint readers map each family's own names onto them
+One stack serves T5, BART / mBART and the decoder-only LLMs; `ModelConfig` says what differs
+(RMS norm or LayerNorm, post- or pre-norm blocks, relative position bias / RoPE / learned
+positions / ALiBi, an embedding norm, grouped key/value heads, biases, logit scaling, sliding
+window on all or some layers with a per-kind rotary base, q/k norms, sandwich norms, (1 + w)
+norm weights, embedding scale, MLP activations, tied head, logit softcapping). Parameter names
+match T5X/Flaxformer for every family: `layers_{i}`, `attention` / `self_attention` /
+`encoder_decoder_attention`, `pre_*_layer_norm`, `mlp`, `relpos_bias` (T5 only),
+`encoder_norm`, `decoder_norm`, `logits_dense`, plus `position_embedder` (learned positions)
+and `embedding_norm`; checkpoint readers map each family's own names onto them
 (`prompt_tuning.models.families`).
 
 Positions: T5 scores cache / sequence indices with its relative bias; RoPE models rotate

@@ -135,7 +135,8 @@ def init_method_params(run: RunModel, params: dict, rng: jax.Array,
   """
   module = run.module
   if prompts.needs_model_context(run.prompt_config):
-    context = prompts.ModelContext.from_params(params, vocabulary)
+    context = prompts.ModelContext.from_params(params, vocabulary,
+                                               run.config.embedding_scale)
     module = api.build_any_model(run.config, prompts.bind_model_context(run.prompt_config,
                                                                          context))
   fresh = jax.jit(lambda r: api.method_subtree(api.init_params(module, run.config, r)))(rng)
