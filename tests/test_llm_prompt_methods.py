@@ -4,8 +4,9 @@ keys/values reused across batches, chunked loss, bfloat16 frozen weights; and on
 positions) and BLOOM (ALiBi, embedding LayerNorm), whose prompts and prefixes take positions too.
 
 The Llama cases run by default; most Gemma 3, GPT-2 and BLOOM cases are marked slow (the default
-suite keeps those that touch what each family changes: for Gemma a prompt before the scaled token
-embeddings, prefixes in front of normalized keys, the chunked loss through the softcapped head)."""
+suite keeps, for Gemma, cached generation with a prompt before the scaled token embeddings and
+with prefixes in front of the normalized keys, across the sliding window, and the class-label
+init)."""
 
 from __future__ import annotations
 
@@ -169,7 +170,7 @@ def _batch():
           "decoder_loss_weights": weights[:, 1:], "decoder_attention_mask": mask[:, :-1]}
 
 
-@pytest.mark.parametrize("checkpoint", _families(True), indirect=True)
+@pytest.mark.parametrize("checkpoint", _families(False), indirect=True)
 def test_chunked_loss_equals_plain_loss(checkpoint):
   model = _load(checkpoint, *METHODS["prompt_tuning"])
   batch = {k: jnp.asarray(v) for k, v in _batch().items()}
@@ -228,3 +229,19 @@ def test_class_label_rows_are_the_models_embedded_tokens(tmp_path):
     ids = vocabulary.encode(label)
     np.testing.assert_allclose(prompt[row], table[ids].mean(0) * np.float32(32 ** 0.5),
                                rtol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("checkpoint", FAMILIES, indirect=True)
+def test_multitask_prompts_cached_generation_equals_full_passes(checkpoint):
+  """Multi-task prompts: the task comes from each row's first real token (ids 590 / 591 are
+  the task sentinels here); cached generation equals full passes."""
+  model = _load(checkpoint, "architectures/multitask_prompts.gin", "PROMPT_LENGTH=2",
+                "NUM_TASKS=2", "MULTITASK_SENTINEL_VOCAB_SIZE=590")
+  tokens = np.array([[590, 1, 7, 9, 33], [0, 0, 591, 12, 0], [0, 0, 0, 590, 5]], np.int32)
+  generated = model.generate(tokens, 4, attention_mask=MASK)
+  assert generated.tolist() == _uncached_greedy(model, tokens, MASK, 4)
+  other = tokens.copy()
+  other[0, 0] = 591
+  assert not np.array_equal(np.asarray(model.logits(tokens, attention_mask=MASK))[0],
+                            np.asarray(model.logits(other, attention_mask=MASK))[0])
