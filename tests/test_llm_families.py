@@ -8,6 +8,7 @@ Token id 0 is a real token in these inputs: padding comes from the attention mas
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 import shutil
@@ -33,10 +34,26 @@ def _golden(name: str) -> dict[str, np.ndarray]:
     return dict(data)
 
 
+# Generation runs by default on one family per position scheme / attention variant (RoPE,
+# ALiBi, local + global layers); the others' generation cases are slow (each compiles its own
+# decoding loop). Their logits run by default.
+GENERATION_CASES = [name if name in ("hf_llama_tiny", "hf_bloom_tiny", "hf_gemma3_tiny")
+                    else pytest.param(name, marks=pytest.mark.slow) for name in FAMILIES]
+
+
+@functools.lru_cache(maxsize=None)
+def _load(name: str):
+  return name, prompt_tuning.load_model(checkpoint=FIXTURES / name), _golden(name)
+
+
 @pytest.fixture(scope="module", params=FAMILIES)
 def loaded(request):
-  return request.param, prompt_tuning.load_model(checkpoint=FIXTURES / request.param), _golden(
-      request.param)
+  return _load(request.param)
+
+
+@pytest.fixture(params=GENERATION_CASES)
+def generating(request):
+  return _load(request.param)
 
 
 def test_configs_come_from_config_json():
@@ -111,8 +128,8 @@ def test_padding_changes_nothing(loaded):
   np.testing.assert_allclose(batched[1, :length], alone[0], atol=1e-5)
 
 
-def test_greedy_generation_equals_transformers(loaded):
-  name, model, golden = loaded
+def test_greedy_generation_equals_transformers(generating):
+  name, model, golden = generating
   eos = int(golden["gen_eos_token_id"])
   tokens = model.generate(golden["gen_input_ids"], int(golden["gen_max_new_tokens"]),
                           attention_mask=golden["gen_attention_mask"], eos_id=eos)
@@ -120,9 +137,9 @@ def test_greedy_generation_equals_transformers(loaded):
   np.testing.assert_array_equal(tokens, expected, err_msg=name)
 
 
-def test_cached_decoding_equals_uncached_forward(loaded):
+def test_cached_decoding_equals_uncached_forward(generating):
   """Each greedy step's logits equal a full forward pass over the sequence so far."""
-  _, model, golden = loaded
+  _, model, golden = generating
   tokens, mask = golden["gen_input_ids"][:1], golden["gen_attention_mask"][:1]
   steps = 4
   generated = model.generate(tokens, steps, attention_mask=mask, eos_id=-1)
