@@ -183,6 +183,7 @@ def test_llm_cloze_two_slots_ragged_cached_equals_uncached_and_alone(llama):
                                                  prompt_slots=moved))[np.arange(2), lengths - 1])
 
 
+@pytest.mark.slow  # Default-suite time; related cases stay in the default suite.
 def test_gradients_reach_each_segment_through_the_method_parameters(llama, t5):
   """Every prompt row (both segments) gets a gradient; P-tuning's come through its encoder."""
   from prompt_tuning.train import models

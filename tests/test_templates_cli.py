@@ -78,6 +78,7 @@ def llm(tmp_path_factory):
   return folder, model_dir
 
 
+@pytest.mark.slow  # Default-suite time; related cases stay in the default suite.
 def test_lama_cloze_template_from_the_command_line_trains_and_infers(llm, tmp_path):
   """INPUT_TEMPLATE='[P:2] {subject} [P:2]' on a Llama-family model: the model takes the
   template (PROMPT_TEMPLATE follows INPUT_TEMPLATE), trains, and its predictions equal

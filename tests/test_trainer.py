@@ -133,6 +133,7 @@ def test_split_covers_every_leaf_once():
     optim.split_params(params, ".*/nothing/.*")
 
 
+@pytest.mark.slow  # Default-suite time; related cases stay in the default suite.
 def test_p_tuning_run_exports_a_plain_prompt(workspace):
   model_dir = workspace / "p_tuning"
   flags = _flags(workspace, model_dir, f"--gin.TRAIN_STEPS={FROZEN_STEP + 1}")
@@ -164,6 +165,7 @@ def _dtypes(params) -> set:
   return {np.dtype(x.dtype) for x in jax.tree_util.tree_leaves(params)}
 
 
+@pytest.mark.slow  # Default-suite time; related cases stay in the default suite.
 def test_bfloat16_frozen_weights_train_as_their_float32_rounding(workspace):
   """FROZEN_DTYPE='bfloat16' holds the frozen weights in bfloat16 and computes in float32: the
   losses and trained prompt equal a float32 run on the bfloat16-rounded weights."""

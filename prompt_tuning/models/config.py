@@ -181,6 +181,9 @@ class ModelConfig:
   final_logit_softcapping: Optional[float] = None
 
   def __post_init__(self):
+    if isinstance(self.generation_defaults, Mapping):  # As a saved config (JSON) holds it.
+      object.__setattr__(self, "generation_defaults",
+                         GenerationDefaults(**self.generation_defaults))
     if self.dtype not in _DTYPES:
       raise ValueError(f"ModelConfig.dtype={self.dtype!r} is not supported; use one of "
                        f"{sorted(_DTYPES)} (ACTIVATION_DTYPE in gin).")
