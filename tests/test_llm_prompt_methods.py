@@ -101,22 +101,30 @@ def _uncached_greedy(model, tokens, mask, steps):
   return [row + [model.config.output_pad_id] * (steps - len(row)) for row in out]
 
 
+def _check_cached_generation(model, tokens: np.ndarray) -> None:
+  """KV-cached greedy decoding gives the tokens of full uncached passes."""
+  generated = model.generate(tokens, 4, attention_mask=MASK)
+  assert generated.tolist() == _uncached_greedy(model, tokens, MASK, 4)
+
+
+def _check_prompt_cache(model) -> None:
+  """Decoding from the prompt's precomputed keys/values equals plain generation."""
+  cache = prompt_cache.build_prompt_cache(model.module, model.params)
+  reused = prompt_cache.generate(model, cache, TOKENS, 4, attention_mask=MASK)
+  np.testing.assert_array_equal(reused, model.generate(TOKENS, 4, attention_mask=MASK))
+
+
 @pytest.mark.parametrize("checkpoint, method",
                          _cases(sorted(METHODS), ("prompt_tuning", "prefix_tuning")),
                          indirect=["checkpoint"])
 def test_cached_generation_equals_full_passes(checkpoint, method):
-  model = _load(checkpoint, *METHODS[method])
-  generated = model.generate(TOKENS, 4, attention_mask=MASK)
-  assert generated.tolist() == _uncached_greedy(model, TOKENS, MASK, 4)
+  _check_cached_generation(_load(checkpoint, *METHODS[method]), TOKENS)
 
 
 @pytest.mark.parametrize("checkpoint, method", _cases(["prompt_tuning", "deep_prompts"]),
                          indirect=["checkpoint"])
 def test_prompt_keys_values_reused_across_batches(checkpoint, method):
-  model = _load(checkpoint, *METHODS[method])
-  cache = prompt_cache.build_prompt_cache(model.module, model.params)
-  reused = prompt_cache.generate(model, cache, TOKENS, 4, attention_mask=MASK)
-  np.testing.assert_array_equal(reused, model.generate(TOKENS, 4, attention_mask=MASK))
+  _check_prompt_cache(_load(checkpoint, *METHODS[method]))
 
 
 @pytest.mark.parametrize("positions_checkpoint, method",
@@ -128,9 +136,7 @@ def test_positions_families_cached_generation_equals_full_passes(positions_check
   prompts decode with the cache as full passes do (left padding, token 0 real)."""
   spec, tokens = (MULTITASK, MULTITASK_TOKENS) if method == "multitask" else (METHODS[method],
                                                                              TOKENS)
-  model = _load(positions_checkpoint, *spec)
-  generated = model.generate(tokens, 4, attention_mask=MASK)
-  assert generated.tolist() == _uncached_greedy(model, tokens, MASK, 4)
+  _check_cached_generation(_load(positions_checkpoint, *spec), tokens)
 
 
 @pytest.mark.parametrize("positions_checkpoint, method",
@@ -138,10 +144,7 @@ def test_positions_families_cached_generation_equals_full_passes(positions_check
                                           {("bloom", "prompt_tuning")}),
                          indirect=["positions_checkpoint"])
 def test_positions_families_prompt_cache(positions_checkpoint, method):
-  model = _load(positions_checkpoint, *METHODS[method])
-  cache = prompt_cache.build_prompt_cache(model.module, model.params)
-  reused = prompt_cache.generate(model, cache, TOKENS, 4, attention_mask=MASK)
-  np.testing.assert_array_equal(reused, model.generate(TOKENS, 4, attention_mask=MASK))
+  _check_prompt_cache(_load(positions_checkpoint, *METHODS[method]))
 
 
 @pytest.mark.slow
