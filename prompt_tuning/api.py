@@ -189,9 +189,8 @@ class LoadedModel:
     (BOS first when the tokenizer adds one) and only they are scored.
     """
     rows, starts = self._score_rows(inputs, targets)
-    tokens, mask = _pad_rows(rows, self.config.pad_token_id or 0)
-    logits = self.logits(tokens, attention_mask=mask, prompt=prompt)
-    return _target_log_likelihoods(logits, rows, starts)
+    return _target_log_likelihoods(self.module, self._params(prompt), rows, starts,
+                                   self.config.pad_token_id or 0)
 
   def _score_rows(self, inputs: Any, targets: Any) -> tuple[list[list[int]], list[int]]:
     """Token rows (input then target) and where each row's target starts, for scoring."""
@@ -294,13 +293,11 @@ class LoadedModel:
 
     Returns (mean log-likelihood over the prompts [K], per-prompt log-likelihoods [N, K]).
     """
-    from prompt_tuning import ensembles  # Local: only ensembles need it.
     rows, starts = self._score_rows(inputs, targets)
     module, params, num_prompts = self._ensemble(prompts)
-    tokens, mask = _pad_rows(rows, self.config.pad_token_id or 0)
-    logits = _apply_call(module, params, (ensembles.tile_rows(tokens, num_prompts),),
-                         decoder_attention_mask=ensembles.tile_rows(mask, num_prompts))
-    per_prompt = _target_log_likelihoods(logits, rows * num_prompts, starts * num_prompts)
+    # Prompt-major rows: every example once per prompt (`ensembles.tile_rows`).
+    per_prompt = _target_log_likelihoods(module, params, rows * num_prompts,
+                                         starts * num_prompts, self.config.pad_token_id or 0)
     per_prompt = per_prompt.reshape(num_prompts, len(rows))
     return per_prompt.mean(axis=0), per_prompt
 
@@ -430,15 +427,41 @@ def ensemble_prompts(params: dict, module: nn.Module) -> jax.Array:
   return params[stack]["prompt"]["prompt"]["prompt"]
 
 
-def _target_log_likelihoods(logits_BTV: jax.Array, rows: Sequence[Sequence[int]],
-                            starts: Sequence[int]) -> np.ndarray:
-  """[B]: each row's summed log-probability of its tokens from `starts[b]` on (teacher forced)."""
-  log_probs = np.asarray(jax.nn.log_softmax(jnp.asarray(logits_BTV, jnp.float32), axis=-1))
-  scores = []
-  for row, (tokens_row, start) in enumerate(zip(rows, starts)):
-    positions = np.arange(start, len(tokens_row))
-    scores.append(float(log_probs[row, positions - 1, np.asarray(tokens_row)[positions]].sum()))
-  return np.asarray(scores, np.float32)
+def _target_log_likelihoods(module: nn.Module, params: dict, rows: Sequence[Sequence[int]],
+                            starts: Sequence[int], pad_id: int) -> np.ndarray:
+  """[B]: each row's summed log-probability of its tokens from `starts[b]` on (teacher forced);
+  only the positions that predict them are projected to logits."""
+  if min(starts) < 1:
+    raise ValueError("an input tokenizes to no tokens and the tokenizer adds no BOS, so the "
+                     "target's first token has no position to be predicted from: give every "
+                     "target some input text.")
+  tokens_BT, mask_BT = _pad_rows(rows, pad_id)
+  width = max(len(row) - start for row, start in zip(rows, starts))
+  index_BW = np.zeros((len(rows), width), np.int32)
+  targets_BW = np.zeros((len(rows), width), np.int32)
+  weights_BW = np.zeros((len(rows), width), np.float32)
+  for b, (row, start) in enumerate(zip(rows, starts)):
+    count = len(row) - start
+    index_BW[b, :count] = np.arange(start - 1, len(row) - 1)
+    targets_BW[b, :count] = row[start:]
+    weights_BW[b, :count] = 1.0
+  return np.asarray(_score_positions(module, params, tokens_BT, mask_BT, index_BW, targets_BW,
+                                     weights_BW))
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _score_positions(module: nn.Module, params: dict, tokens_BT: jax.Array, mask_BT: jax.Array,
+                     index_BW: jax.Array, targets_BW: jax.Array,
+                     weights_BW: jax.Array) -> jax.Array:
+  """[B]: sum over w of weights[b, w] * log p(targets[b, w]) read at position index[b, w]."""
+  variables = {"params": params}
+  hidden_BTD = module.apply(variables, tokens_BT, decoder_attention_mask=mask_BT,
+                            return_hidden=True)
+  hidden_BWD = jnp.take_along_axis(hidden_BTD, index_BW[..., None], axis=1)
+  logits_BWV = module.apply(variables, hidden_BWD, method="project_hidden")
+  log_probs_BWV = jax.nn.log_softmax(logits_BWV.astype(jnp.float32), axis=-1)
+  picked_BW = jnp.take_along_axis(log_probs_BWV, targets_BW[..., None], axis=-1)[..., 0]
+  return jnp.sum(picked_BW * weights_BW, axis=-1)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))

@@ -80,6 +80,14 @@ def test_decoder_only_ensembles_generation_and_scoring(tmp_path):
     np.testing.assert_allclose(per[n], model.score(["Review: fine. Sentiment:"], [" good", " bad"],
                                                    prompt=prompts[n]), rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(mean, per.mean(axis=0))
+  # Against the full logits: each label's tokens' log-probabilities read after the input.
+  head = model.encode(["Review: fine. Sentiment:"])[0][0].tolist()
+  for label, score in zip([" good", " bad"], per[1]):
+    tail = list(model.vocabulary.encode(label))
+    log_probs = jax.nn.log_softmax(np.asarray(model.logits(np.asarray([head + tail]),
+                                                          prompt=prompts[1]))[0])
+    expected = sum(float(log_probs[len(head) - 1 + i, token]) for i, token in enumerate(tail))
+    assert score == pytest.approx(expected, abs=1e-4)
 
 
 def test_decoder_only_ensemble_reuses_one_n_prompt_cache(tmp_path):

@@ -185,6 +185,22 @@ def test_chunked_loss_equals_plain_loss(checkpoint):
 
 
 @pytest.mark.parametrize("checkpoint", _families(False), indirect=True)
+def test_windowed_scores_equal_scores_from_every_positions_logits(checkpoint):
+  """Rank-classification scores projecting only the targets' window equal the full-logits ones."""
+  model = _load(checkpoint, *METHODS["prompt_tuning"])
+  host = _batch()
+  host["decoder_loss_weights"][0, 3] = 0  # A gap inside row 0's targets stays inside the window.
+  window = models.score_window(host)
+  assert window == 4  # Spans of 3 and 4 weighted positions, rounded up to a power of two.
+  batch = {k: jnp.asarray(v) for k, v in host.items()}
+  full = models.score_batch(model.module, model.params, batch)
+  windowed = models.scorer(model.module)(model.params, batch, window=window)
+  np.testing.assert_allclose(np.asarray(windowed), np.asarray(full), rtol=1e-5, atol=1e-5)
+  assert models.score_window({k: v for k, v in host.items()
+                              if k != "decoder_attention_mask"}) is None
+
+
+@pytest.mark.parametrize("checkpoint", _families(False), indirect=True)
 def test_bfloat16_frozen_weights_keep_the_prompt_float32(checkpoint):
   model = prompt_tuning.load_model([METHODS["prompt_tuning"][0]], ["PROMPT_LENGTH=3"],
                                    checkpoint=checkpoint, frozen_dtype="bfloat16")

@@ -51,7 +51,7 @@ class ModelFns:
   batch_size: int
 
   def __post_init__(self):
-    self._score = jax.jit(functools.partial(models.score_batch, self.module))
+    self._score = models.scorer(self.module)
 
   def _batches(self, dataset: tf.data.Dataset) -> Iterable[tuple[dict[str, np.ndarray], int]]:
     for batch in dataset.batch(self.batch_size).as_numpy_iterator():
@@ -72,7 +72,9 @@ class ModelFns:
     """Target log-likelihood of every example, in order."""
     scores = []
     for batch, rows in self._batches(features):
-      scores.extend(_to_host(self._score(params, self._place(batch)))[:rows].tolist())
+      window = models.score_window(batch)
+      scores.extend(_to_host(self._score(params, self._place(batch), window=window))[:rows]
+                    .tolist())
     return scores
 
 
