@@ -17,7 +17,7 @@ import pytest
 
 import prompt_tuning
 from prompt_tuning import prompt_cache
-from prompt_tuning.train import models
+from prompt_tuning.train import models, scoring
 from tiny_llms import write_tiny
 
 # Left-padded inputs with token 0 (a real token here) inside; padding by mask.
@@ -184,20 +184,53 @@ def test_chunked_loss_equals_plain_loss(checkpoint):
   assert float(plain.weight_sum) == 7.0
 
 
+def _rank_batch():
+  """Rank-classification rows: two examples x two labels (ragged), then an empty padding row."""
+  examples = [[1, 40, 41, 42], [1, 50, 51]]
+  labels = [[60, 2], [61, 62, 2]]
+  rows = [(e, l) for e in examples for l in labels] + [([], [])]
+  length = 9
+  batch = {name: np.zeros((len(rows), length - 1), np.int32) for name in
+           ("decoder_input_tokens", "decoder_target_tokens", "decoder_attention_mask")}
+  batch["decoder_loss_weights"] = np.zeros((len(rows), length - 1), np.float32)
+  for b, (inputs, targets) in enumerate(rows):
+    sequence = inputs + targets
+    if not sequence:
+      continue
+    batch["decoder_input_tokens"][b, :len(sequence) - 1] = sequence[:-1]
+    batch["decoder_target_tokens"][b, :len(sequence) - 1] = sequence[1:]
+    batch["decoder_attention_mask"][b, :len(sequence) - 1] = 1
+    batch["decoder_loss_weights"][b, len(inputs) - 1:len(sequence) - 1] = 1
+  return batch
+
+
 @pytest.mark.parametrize("checkpoint", _families(False), indirect=True)
-def test_windowed_scores_equal_scores_from_every_positions_logits(checkpoint):
-  """Rank-classification scores projecting only the targets' window equal the full-logits ones."""
-  model = _load(checkpoint, *METHODS["prompt_tuning"])
-  host = _batch()
-  host["decoder_loss_weights"][0, 3] = 0  # A gap inside row 0's targets stays inside the window.
-  window = models.score_window(host)
-  assert window == 4  # Spans of 3 and 4 weighted positions, rounded up to a power of two.
+@pytest.mark.parametrize("name", ["prompt_tuning", "prefix_tuning", None] + [
+    pytest.param(name, marks=pytest.mark.slow)
+    for name in ("p_tuning", "deep_prompts", "prompt_after_bos")])
+def test_rank_scores_from_shared_contexts_and_windows_equal_full_logits(checkpoint, name):
+  """Scores from each distinct input prefilled once, and from the targets' window only, equal
+  those from every position's logits (plain model: name None)."""
+  model = (prompt_tuning.load_model(checkpoint=checkpoint) if name is None
+           else _load(checkpoint, *METHODS[name]))
+  host = _rank_batch()
+  host["decoder_loss_weights"][1, 4] = 0  # A gap inside a row's targets stays in the window.
+  window = scoring.score_window(host)
+  assert window == 4  # Target spans of 2 to 3 positions (with the last input), rounded up.
+  shared = scoring.shared_context_rows(host, window)
+  assert shared is not None and shared["context_UT"].shape[0] == 4  # 3 contexts ("" for padding).
+  assert scoring.can_share_contexts(model.module)
   batch = {k: jnp.asarray(v) for k, v in host.items()}
-  full = models.score_batch(model.module, model.params, batch)
-  windowed = models.scorer(model.module)(model.params, batch, window=window)
-  np.testing.assert_allclose(np.asarray(windowed), np.asarray(full), rtol=1e-5, atol=1e-5)
-  assert models.score_window({k: v for k, v in host.items()
-                              if k != "decoder_attention_mask"}) is None
+  full = np.asarray(scoring.score_batch(model.module, model.params, batch))
+  scorer = scoring.Scorer(model.module, lambda tree: jax.tree_util.tree_map(jnp.asarray, tree))
+  windowed = scoring.Scorer(model.module, lambda tree: jax.tree_util.tree_map(jnp.asarray, tree),
+                            share_contexts=False)
+  np.testing.assert_allclose(np.asarray(scorer(model.params, host))[:4], full[:4], rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(windowed(model.params, host))[:4], full[:4], rtol=1e-5,
+                             atol=1e-5)
+  assert scoring.score_window({k: v for k, v in host.items()
+                               if k != "decoder_attention_mask"}) is None
 
 
 @pytest.mark.parametrize("checkpoint", _families(False), indirect=True)

@@ -12,7 +12,7 @@ from prompt_tuning import api, cli, gin_utils
 from prompt_tuning import eval as eval_main
 from prompt_tuning.checkpoints import orbax as orbax_format
 from prompt_tuning.data import file_tasks
-from prompt_tuning.train import data, models
+from prompt_tuning.train import data, models, scoring
 
 TASK = "run_configs_sentiment"
 SST2_STACK = ["models/t5_1_1_base_prompt.gin", "prompts/from_class_labels.gin",
@@ -104,5 +104,5 @@ def test_released_prompt_evaluates_through_prompt_eval_gin_on_a_base_shape(tmp_p
            "decoder_input_tokens": np.zeros((2, 8), np.int32),
            "decoder_target_tokens": np.ones((2, 8), np.int32),
            "decoder_loss_weights": np.ones((2, 8), np.float32)}
-  scores = jax.eval_shape(lambda p: models.score_batch(run.module, p, batch), params)
+  scores = jax.eval_shape(lambda p: scoring.score_batch(run.module, p, batch), params)
   assert scores.shape == (2,)

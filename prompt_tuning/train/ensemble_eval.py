@@ -28,7 +28,7 @@ import seqio
 import tensorflow as tf
 
 from prompt_tuning import api, ensembles, prompt_cache, prompt_files
-from prompt_tuning.train import data, evaluation, models, partitioning
+from prompt_tuning.train import data, evaluation, models, partitioning, scoring
 
 ENSEMBLE = None  # The member name of the ensemble itself (prompts are 0..N-1).
 
@@ -47,18 +47,20 @@ class EnsembleFns:
   cache: Optional[prompt_cache.PromptCache] = None  # decoder-only prefix prompts.
 
   def __post_init__(self):
-    self._score = models.scorer(self.module)
+    # Rows differ by prompt, so contexts are not shared; only the targets are projected.
+    self._scorer = scoring.Scorer(self.module, self._place, share_contexts=False)
 
-  def _batches(self, features: tf.data.Dataset
-               ) -> Iterable[tuple[dict[str, jax.Array], int, Optional[int]]]:
-    """Batches of N x B rows (each example once per prompt, prompt-major), B's real rows and
-    the batch's `models.score_window`."""
+  def _place(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    return partitioning.place(batch, partitioning.batch_sharding(self.mesh))
+
+  def _batches(self, features: tf.data.Dataset) -> Iterable[tuple[dict[str, np.ndarray], int]]:
+    """Host batches of N x B rows (each example once per prompt, prompt-major) and B's real
+    rows."""
     for batch in features.batch(self.batch_size).as_numpy_iterator():
       padded, rows = data.pad_batch(batch, self.batch_size)
       tiled = {name: np.tile(value, (self.num_prompts,) + (1,) * (value.ndim - 1))
                for name, value in padded.items()}
-      yield (partitioning.place(tiled, partitioning.batch_sharding(self.mesh)), rows,
-             models.score_window(padded))
+      yield tiled, rows
 
   def _per_prompt(self, array: Any, rows: int) -> np.ndarray:
     """[N*B, ...] (device) -> [N, rows, ...] (host), the padding rows dropped."""
@@ -68,16 +70,16 @@ class EnsembleFns:
   def predict_all(self, features: tf.data.Dataset) -> np.ndarray:
     """Decoded tokens [N, examples, L] of every prompt (0 after EOS), in example order."""
     outputs = []
-    for batch, rows, _ in self._batches(features):
-      tokens = models.predict_batch(self.module, self.params, batch, self.decode,
+    for batch, rows in self._batches(features):
+      tokens = models.predict_batch(self.module, self.params, self._place(batch), self.decode,
                                     prompt_cache=self.cache)
       outputs.append(self._per_prompt(tokens, rows))
     return np.concatenate(outputs, axis=1)
 
   def score_all(self, features: tf.data.Dataset) -> np.ndarray:
     """Target log-likelihoods [N, examples] of every prompt, in example order."""
-    scores = [self._per_prompt(self._score(self.params, batch, window=window), rows)
-              for batch, rows, window in self._batches(features)]
+    scores = [self._per_prompt(self._scorer(self.params, batch), rows)
+              for batch, rows in self._batches(features)]
     return np.concatenate(scores, axis=1)
 
   def vote(self, per_prompt_NEL: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import seqio
 import tensorflow as tf
 from jax.experimental import multihost_utils
 
-from prompt_tuning.train import data, models, partitioning
+from prompt_tuning.train import data, models, partitioning, scoring
 
 
 def _to_host(array: jax.Array) -> np.ndarray:
@@ -51,7 +51,8 @@ class ModelFns:
   batch_size: int
 
   def __post_init__(self):
-    self._score = models.scorer(self.module)
+    self._scorer = scoring.Scorer(self.module, self._place,
+                                  rows_multiple=self.mesh.shape[partitioning.DATA_AXIS])
 
   def _batches(self, dataset: tf.data.Dataset) -> Iterable[tuple[dict[str, np.ndarray], int]]:
     for batch in dataset.batch(self.batch_size).as_numpy_iterator():
@@ -72,9 +73,7 @@ class ModelFns:
     """Target log-likelihood of every example, in order."""
     scores = []
     for batch, rows in self._batches(features):
-      window = models.score_window(batch)
-      scores.extend(_to_host(self._score(params, self._place(batch), window=window))[:rows]
-                    .tolist())
+      scores.extend(_to_host(self._scorer(params, batch))[:rows].tolist())
     return scores
 
 

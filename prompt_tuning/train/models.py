@@ -13,13 +13,11 @@ The prompt is spliced in by the model itself, so these keep text lengths.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from prompt_tuning import api, errors
 from prompt_tuning.train import losses
@@ -191,46 +189,6 @@ def target_window(hidden_BSD: jax.Array, targets_BS: jax.Array, weights_BS: jax.
   targets_BW = jnp.take_along_axis(targets_BS, index_BW, axis=1)
   weights_BW = jnp.take_along_axis(weights_BS, index_BW, axis=1) * inside_BW
   return hidden_BWD, targets_BW, weights_BW
-
-
-def score_batch(module: nn.Module, params: Any, batch: Batch,
-                window: Optional[int] = None) -> jax.Array:
-  """Log-likelihood of each example's targets [B] (sum over weighted positions), for ranking.
-
-  `window` (causal-LM rows, static; `score_window`): only that many positions per row, from its
-  first weighted one, are projected to logits; the inputs' [B, S, V] logits are never made.
-  """
-  targets_BS, weights_BS = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
-  if window and "decoder_attention_mask" in batch:
-    hidden_BWD, targets_BS, weights_BS = target_window(hidden_states(module, params, batch),
-                                                       targets_BS, weights_BS, window)
-    logits_BSV = project_fn(module, params)(hidden_BWD)
-  else:
-    logits_BSV = logits(module, params, batch)
-  log_probs_BSV = jax.nn.log_softmax(logits_BSV.astype(jnp.float32), axis=-1)
-  target_BS = jnp.take_along_axis(log_probs_BSV, targets_BS[..., None], axis=-1)[..., 0]
-  return jnp.sum(target_BS * weights_BS, axis=-1)
-
-
-def score_window(batch: Mapping[str, Any]) -> Optional[int]:
-  """The `score_batch` window of a host batch: its widest span of weighted positions, rounded
-  up to a power of two (few compilations); None for batches that are not causal-LM rows."""
-  if "decoder_attention_mask" not in batch:
-    return None
-  weighted_BS = np.asarray(batch["decoder_loss_weights"]) > 0
-  if not weighted_BS.any():
-    return 1
-  positions_S = np.arange(weighted_BS.shape[1])
-  last_B = np.where(weighted_BS, positions_S, -1).max(axis=1)
-  first_B = np.where(weighted_BS, positions_S, weighted_BS.shape[1]).min(axis=1)
-  span = int(np.max(last_B - first_B + 1))
-  return min(1 << (span - 1).bit_length(), weighted_BS.shape[1])
-
-
-def scorer(module: nn.Module) -> Callable[[Any, Batch], jax.Array]:
-  """`score_batch` of `module`, compiled: (params, host batch placed on devices) -> [B] scores;
-  call it with the host batch's `score_window` as `window`."""
-  return jax.jit(functools.partial(score_batch, module), static_argnames="window")
 
 
 def decoder_only_inputs(batch: Batch) -> tuple[jax.Array, Optional[jax.Array]]:
