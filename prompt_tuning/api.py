@@ -15,6 +15,7 @@ import numpy as np
 
 from prompt_tuning import checkpoints, gin_stack, prompts
 from prompt_tuning.checkpoints import tree
+from prompt_tuning.train import losses
 from prompt_tuning.inference import decoding  # noqa: F401  (api.decoding: the older path)
 # Generation and parameter-tree helpers, importable from here as before.
 from prompt_tuning.inference.generate import (DECODER_START_TOKEN, fill_after_eos,  # noqa: F401
@@ -459,9 +460,7 @@ def _score_positions(module: nn.Module, params: dict, tokens_BT: jax.Array, mask
                             return_hidden=True)
   hidden_BWD = jnp.take_along_axis(hidden_BTD, index_BW[..., None], axis=1)
   logits_BWV = module.apply(variables, hidden_BWD, method="project_hidden")
-  log_probs_BWV = jax.nn.log_softmax(logits_BWV.astype(jnp.float32), axis=-1)
-  picked_BW = jnp.take_along_axis(log_probs_BWV, targets_BW[..., None], axis=-1)[..., 0]
-  return jnp.sum(picked_BW * weights_BW, axis=-1)
+  return losses.target_log_likelihoods(logits_BWV, targets_BW, weights_BW)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))

@@ -222,9 +222,9 @@ def test_rank_scores_from_shared_contexts_and_windows_equal_full_logits(checkpoi
   assert scoring.can_share_contexts(model.module)
   batch = {k: jnp.asarray(v) for k, v in host.items()}
   full = np.asarray(scoring.score_batch(model.module, model.params, batch))
-  scorer = scoring.Scorer(model.module, lambda tree: jax.tree_util.tree_map(jnp.asarray, tree))
-  windowed = scoring.Scorer(model.module, lambda tree: jax.tree_util.tree_map(jnp.asarray, tree),
-                            share_contexts=False)
+  place = lambda tree: jax.tree_util.tree_map(jnp.asarray, tree)  # pylint: disable=unnecessary-lambda-assignment
+  scorer = scoring.Scorer(model.module, place)
+  windowed = scoring.Scorer(model.module, place, share_contexts=False)
   np.testing.assert_allclose(np.asarray(scorer(model.params, host))[:4], full[:4], rtol=1e-5,
                              atol=1e-5)
   np.testing.assert_allclose(np.asarray(windowed(model.params, host))[:4], full[:4], rtol=1e-5,

@@ -57,6 +57,13 @@ def token_losses(logits_BTV: jax.Array, targets_BT: jax.Array, *, z_loss: float 
   return log_z_BT - dot_BT + z_loss_BT - constant, z_loss_BT
 
 
+def target_log_likelihoods(logits_BTV: jax.Array, targets_BT: jax.Array,
+                           weights_BT: jax.Array) -> jax.Array:
+  """[batch]: each row's summed log-probability of its weighted targets (ranking scores)."""
+  loss_BT, _ = token_losses(logits_BTV, targets_BT)
+  return -jnp.sum(loss_BT * weights_BT.astype(jnp.float32), axis=-1)
+
+
 def _summed_terms(logits_BTV: jax.Array, targets_BT: jax.Array, weights_BT: jax.Array, *,
                   z_loss: float, label_smoothing: float) -> LossTerms:
   """Weighted sums of the per-token terms (before any normalizing factor); logits [B, T, V]."""

@@ -20,20 +20,11 @@ from typing import Any, Callable, Mapping, Optional
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from prompt_tuning.train import models
+from prompt_tuning.train import losses, models
 
 Batch = Mapping[str, jax.Array]
-
-
-def _target_log_probs(logits_BWV: jax.Array, targets_BW: jax.Array,
-                      weights_BW: jax.Array) -> jax.Array:
-  """[B]: sum over w of weights[b, w] * log softmax(logits[b, w])[targets[b, w]]."""
-  log_probs_BWV = jax.nn.log_softmax(logits_BWV.astype(jnp.float32), axis=-1)
-  picked_BW = jnp.take_along_axis(log_probs_BWV, targets_BW[..., None], axis=-1)[..., 0]
-  return jnp.sum(picked_BW * weights_BW, axis=-1)
 
 
 def score_batch(module: nn.Module, params: Any, batch: Batch,
@@ -50,7 +41,7 @@ def score_batch(module: nn.Module, params: Any, batch: Batch,
     logits_BSV = models.project_fn(module, params)(hidden_BWD)
   else:
     logits_BSV = models.logits(module, params, batch)
-  return _target_log_probs(logits_BSV, targets_BS, weights_BS)
+  return losses.target_log_likelihoods(logits_BSV, targets_BS, weights_BS)
 
 
 def _power_of_two(count: int) -> int:
@@ -148,7 +139,7 @@ def score_shared_contexts(module: nn.Module, params: Any,
   start = width + getattr(module, "prompt_length", 0)
   logits_BWV, _ = module.apply(variables, rows["query_BW"], cache, start,
                                rows["query_valid_BW"] > 0, method=module.decode_step)
-  return _target_log_probs(logits_BWV, rows["targets_BW"], rows["weights_BW"])
+  return losses.target_log_likelihoods(logits_BWV, rows["targets_BW"], rows["weights_BW"])
 
 
 class Scorer:
